@@ -1,0 +1,48 @@
+"""lightning_insight: PyTorch Lightning callbacks that show, while a model trains, who it fails and why.
+
+Public names are imported lazily so that ``import lightning_insight`` stays cheap and the functional
+layer can be used without importing Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Alert": "lightning_insight.fairness.results",
+    "AlertRule": "lightning_insight.fairness.alerts",
+    "BatchData": "lightning_insight.batch",
+    "CSVSink": "lightning_insight.sinks",
+    "FairnessAlertWarning": "lightning_insight.fairness.callback",
+    "FairnessMonitor": "lightning_insight.fairness.callback",
+    "MemorySink": "lightning_insight.sinks",
+    "SinkGroup": "lightning_insight.sinks",
+    "SliceReport": "lightning_insight.fairness.results",
+    "SlicedConfusion": "lightning_insight.metrics.classification",
+    "TensorBoardSink": "lightning_insight.sinks",
+    "WandbSink": "lightning_insight.sinks",
+    "fairness_indicators": "lightning_insight.fairness.indicators",
+    "parse_alert_rule": "lightning_insight.fairness.alerts",
+    "slice_metrics": "lightning_insight.fairness.functional",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from lightning_insight.batch import BatchData
+    from lightning_insight.fairness.alerts import AlertRule, parse_alert_rule
+    from lightning_insight.fairness.callback import FairnessAlertWarning, FairnessMonitor
+    from lightning_insight.fairness.functional import slice_metrics
+    from lightning_insight.fairness.indicators import fairness_indicators
+    from lightning_insight.fairness.results import Alert, SliceReport
+    from lightning_insight.metrics.classification import SlicedConfusion
+    from lightning_insight.sinks import CSVSink, MemorySink, SinkGroup, TensorBoardSink, WandbSink
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lightning_insight' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Sliced metrics, group-fairness indicators and alerts (FairnessMonitor)."""

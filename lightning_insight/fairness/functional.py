@@ -1,0 +1,195 @@
+"""Sliced metrics and fairness indicators without a Trainer: :func:`slice_metrics`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lightning_insight.fairness.indicators import fairness_indicators, indicator_names
+from lightning_insight.fairness.results import SliceReport, slice_value
+from lightning_insight.metrics.classification import (
+    TASKS,
+    SliceCounts,
+    classification_metrics,
+    metric_names,
+    slice_counts,
+)
+from lightning_insight.slicing.spec import SliceSpec, parse_slice_specs
+
+Reference = Mapping[str, str] | None
+
+
+def check_metrics(metrics: Sequence[str] | None, task: str, num_classes: int | None = None) -> tuple[str, ...] | None:
+    """Validate a ``metrics`` selection against ``task``'s names.
+
+    Raises:
+        ValueError: listing the known names when one is unknown.
+    """
+    if metrics is None:
+        return None
+    known = metric_names(task, num_classes)
+    unknown = [m for m in metrics if m not in known and not (task == "multiclass" and m.startswith("recall["))]
+    if unknown:
+        raise ValueError(f"Expected argument `metrics` to name metrics of task={task!r} from {list(known)}, but got unknown {unknown}.")
+    return tuple(dict.fromkeys([*metrics, "count"]))
+
+
+def check_indicators(indicators: Sequence[str] | None, task: str) -> tuple[str, ...]:
+    """Validate an ``indicators`` selection against ``task``'s names (all when ``None``).
+
+    Raises:
+        ValueError: listing the known names when one is unknown.
+    """
+    known = indicator_names(task)
+    if indicators is None:
+        return known
+    unknown = [i for i in indicators if i not in known]
+    if unknown:
+        raise ValueError(
+            f"Expected argument `indicators` to name indicators of task={task!r} from {list(known)}, "
+            f"but got unknown {unknown}."
+        )
+    return tuple(indicators)
+
+
+def _reference_slice(dimension: str, names: Sequence[str], wanted: str) -> str | None:
+    for name in names:
+        if wanted in (name, slice_value(name)):
+            return name
+    return None
+
+
+def report_from_counts(
+    counts: SliceCounts,
+    *,
+    metrics: Sequence[str] | None = None,
+    indicators: Sequence[str] | None = None,
+    min_support: int = 1,
+    reference: Reference = None,
+    epoch: int | None = None,
+    step: int | None = None,
+    source: str = "data",
+) -> SliceReport:
+    """Turn per-slice counts into a :class:`SliceReport` with indicators over eligible slices."""
+    shown = check_metrics(metrics, counts.task, counts.num_classes)
+    chosen = check_indicators(indicators, counts.task)
+
+    def select(values: dict[str, float]) -> dict[str, float]:
+        return values if shown is None else {k: v for k, v in values.items() if k in shown}
+
+    overall_all = classification_metrics(counts.overall, task=counts.task, num_classes=counts.num_classes)
+    overall = select({k: float(v[0]) for k, v in overall_all.items()})
+    slices: dict[str, dict[str, float]] = {}
+    dimensions: dict[str, tuple[str, ...]] = {}
+    table: dict[str, dict[str, float]] = {}
+    excluded: dict[str, str] = {}
+    references: dict[str, str] = {}
+    for dimension, (names, dimension_counts) in counts.dimensions.items():
+        values = classification_metrics(dimension_counts, task=counts.task, num_classes=counts.num_classes)
+        dimensions[dimension] = tuple(names)
+        support = values["count"]
+        for i, name in enumerate(names):
+            slices[name] = select({k: float(v[i]) for k, v in values.items()})
+            if support[i] < min_support:
+                excluded[name] = f"count {int(support[i])} < min_support {min_support}"
+        keep = [i for i, n in enumerate(names) if n not in excluded]
+        position = None
+        if reference and dimension in reference:
+            ref_name = _reference_slice(dimension, names, reference[dimension])
+            if ref_name is not None and ref_name not in excluded:
+                references[dimension] = ref_name
+                position = keep.index(names.index(ref_name))
+            else:
+                table[dimension] = {name: float("nan") for name in chosen}
+                continue
+        kept = {k: np.asarray(v)[keep] for k, v in values.items()}
+        table[dimension] = fairness_indicators(kept, task=counts.task, indicators=chosen, reference=position)
+    return SliceReport(
+        task=counts.task, overall=overall, slices=slices, dimensions=dimensions, indicators=table,
+        excluded=excluded, epoch=epoch, step=step, source=source, reference=references,
+    )
+
+
+def check_reference(reference: Reference, specs: Sequence[SliceSpec]) -> Reference:
+    """Validate ``reference``: a mapping of dimension name -> reference slice (name or value).
+
+    Raises:
+        TypeError: if it is not a mapping of strings.
+        ValueError: if it names a dimension not in ``slices``.
+    """
+    if reference is None:
+        return None
+    if not isinstance(reference, Mapping) or not all(isinstance(v, str) for v in reference.values()):
+        raise TypeError(
+            f"Expected argument `reference` to map dimension -> slice, e.g. {{'weather': 'clear'}}, but got {reference!r}."
+        )
+    names = [s.name for s in specs]
+    unknown = [d for d in reference if d not in names]
+    if unknown:
+        raise ValueError(f"Expected argument `reference` to use dimensions from `slices` {names}, but got {unknown}.")
+    return dict(reference)
+
+
+def slice_metrics(
+    preds: Any,
+    target: Any,
+    attributes: Mapping[str, Any],
+    *,
+    task: str,
+    slices: Sequence[str] | str,
+    metrics: Sequence[str] | None = None,
+    indicators: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    num_classes: int | None = None,
+    min_support: int = 1,
+    reference: Reference = None,
+    max_slices: int = 1000,
+) -> SliceReport:
+    """Metrics per slice and fairness indicators per dimension, in one call.
+
+    Args:
+        preds: ``task="binary"``: probabilities ``(N,)`` or hard labels; ``"multiclass"``: scores
+            ``(N, C)`` or labels ``(N,)``.
+        target: labels ``(N,)``.
+        attributes: attribute name -> ``N`` values (strings, ints, bools; numbers for binned specs).
+        task: ``"binary"`` or ``"multiclass"`` (``"detection"`` arrives with the detection issue).
+        slices: dimension specs: ``"weather"``, ``"weather&timeofday"``, ``"age:0,18,65,inf"``.
+        metrics: metric names to report (default all of the task's); ``count`` is always kept.
+        indicators: indicator names (default all of the task's).
+        threshold: probability at or above which a binary prediction is positive.
+        num_classes: number of classes (multiclass labels).
+        min_support: slices with fewer samples are reported but left out of indicators.
+        reference: dimension -> reference slice; indicators then measure distance to it.
+        max_slices: the most distinct values one categorical attribute may take.
+
+    Returns:
+        A :class:`SliceReport`.
+
+    Raises:
+        ValueError: unknown task, metric or indicator; shapes; NaN; out-of-range values.
+
+    Example:
+        >>> report = slice_metrics([0.9, 0.2, 0.8, 0.4], [1, 0, 0, 1], {"weather": ["sun", "sun", "rain", "rain"]},
+        ...                        task="binary", slices=["weather"])
+        >>> report.slices["weather=sun"]["accuracy"], report.slices["weather=rain"]["accuracy"]
+        (1.0, 0.0)
+        >>> report.indicators["weather"]["accuracy_difference"]
+        1.0
+    """
+    if task not in TASKS:
+        raise ValueError(f"Expected argument `task` to be one of {list(TASKS)}, but got {task!r}.")
+    specs = parse_slice_specs(list(slices) if not isinstance(slices, str) else slices)
+    check_metrics(metrics, task, num_classes)
+    chosen = check_indicators(indicators, task)
+    if not isinstance(min_support, int) or min_support < 1:
+        raise ValueError(f"Expected argument `min_support` to be an int >= 1, but got {min_support!r}.")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"Expected argument `threshold` to be a float in [0, 1], but got {threshold}.")
+    reference = check_reference(reference, specs)
+    counts = slice_counts(
+        preds, target, attributes, task=task, specs=specs, threshold=threshold,
+        num_classes=num_classes, max_slices=max_slices,
+    )
+    return report_from_counts(counts, metrics=metrics, indicators=chosen, min_support=min_support, reference=reference)

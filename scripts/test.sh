@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs lightning-insight with its test dependencies into .venv (through the lock file) and runs
+# lint, type checks and the whole test suite (slow tests included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install --quiet -c constraints.txt -e ".[test]"
+export WANDB_MODE=offline WANDB_SILENT=true
+.venv/bin/ruff check lightning_insight tests benchmarks
+.venv/bin/ruff format --check lightning_insight tests benchmarks
+.venv/bin/mypy
+.venv/bin/pytest "$@"
