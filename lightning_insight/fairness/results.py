@@ -150,6 +150,37 @@ class SliceReport:
             out[metric] = best if best is not None else ("", float("nan"))
         return out
 
+    def summary(self, alerts: tuple[Alert, ...] | list[Alert] = (), *, top: int = 3) -> str:
+        """A few lines for a terminal: worst slice, largest gaps, alerts fired.
+
+        Example:
+            >>> report = SliceReport(task="binary", overall={"accuracy": 0.8, "count": 20.0},
+            ...     slices={"w=a": {"accuracy": 0.9, "count": 10.0}, "w=b": {"accuracy": 0.7, "count": 10.0}},
+            ...     dimensions={"w": ("w=a", "w=b")}, indicators={"w": {"accuracy_difference": 0.2}}, epoch=0)
+            >>> print(report.summary())
+            [data epoch 0] accuracy 0.8 over 20 samples
+              worst slice: w=b accuracy 0.7 (10 samples)
+              largest gaps: w accuracy_difference 0.2
+              alerts: none
+        """
+        main = "map" if self.task == "detection" else "accuracy"
+        count = self.overall.get("count", float("nan"))
+        lines = [f"[{self.source} epoch {self.epoch}] {main} {self.overall.get(main, float('nan')):.4g} over {count:.0f} samples"]
+        name, value = self.worst().get(main, ("", float("nan")))
+        if name:
+            lines.append(f"  worst slice: {name} {main} {value:.4g} ({self.slices[name].get('count', 0):.0f} samples)")
+        else:
+            lines.append("  worst slice: undefined")
+        gaps = [
+            (v, d, k) for d, values in self.indicators.items() for k, v in values.items()
+            if k.endswith("_difference") and not math.isnan(v)
+        ]
+        gaps.sort(reverse=True)
+        shown = ", ".join(f"{d} {k} {v:.4g}" for v, d, k in gaps[:top]) or "undefined"
+        lines.append(f"  largest gaps: {shown}")
+        lines.append("  alerts: " + ("; ".join(f"{a.rule} ({a.dimension}: {a.value:.4g})" for a in alerts) or "none"))
+        return "\n".join(lines)
+
     def markdown(self, metrics: tuple[str, ...] | None = None) -> str:
         """A markdown table: one row per slice, one column per metric (``undefined`` for NaN)."""
         shown = metrics or tuple(self.overall)

@@ -168,9 +168,9 @@ def _count(flat: torch.Tensor, size: int) -> torch.Tensor:
     return torch.zeros(size, dtype=torch.int64, device=flat.device).index_add_(0, flat, torch.ones_like(flat))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SliceCounts:
-    """Per-slice confusion counts of one evaluation.
+    """Per-slice confusion counts of one evaluation (not frozen: torchmetrics copies compute results).
 
     Attributes:
         task: ``"binary"`` or ``"multiclass"``.

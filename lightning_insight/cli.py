@@ -1,0 +1,64 @@
+"""The ``lightning-insight`` command: LightningCLI with a per-epoch fairness summary.
+
+``lightning-insight fit|validate|test --config configs/quickstart.yaml``. Every subcommand and option of
+LightningCLI works; the saved ``config.yaml`` is overwritten so a second run in the same folder works.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.cli import LightningCLI
+from typing_extensions import override
+
+from lightning_insight.fairness.callback import FairnessMonitor
+
+
+class EpochSummary(Callback):
+    """Prints each FairnessMonitor's newest report after every validation/test epoch (rank 0 only)."""
+
+    def _print(self, trainer: pl.Trainer) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if not isinstance(callback, FairnessMonitor) or not callback.history:
+                continue
+            report = callback.history[-1]
+            if (report.epoch, report.step) != (trainer.current_epoch, trainer.global_step):
+                continue
+            fired = [a for a in callback.alerts if (a.epoch, a.step, a.source) == (report.epoch, report.step, report.source)]
+            print(report.summary(fired), flush=True)  # the CLI's own output, not the library's
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._print(trainer)
+
+    @override
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._print(trainer)
+
+
+class InsightCLI(LightningCLI):
+    """LightningCLI that adds :class:`EpochSummary` to the trainer's callbacks."""
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(EpochSummary())  # type: ignore[attr-defined]
+        return trainer
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lightning-insight`` console script (exit status 0 on success)."""
+    InsightCLI(
+        args=sys.argv[1:] if args is None else args,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"default_env": False},
+    )
+
+
+if __name__ == "__main__":
+    main()
