@@ -1,0 +1,47 @@
+"""Run ``trainer.validate`` with FairnessMonitor on 1 or 2 CPU processes; write the report as JSON.
+
+Used by test_ddp.py: ``python ddp_validate.py OUT.json DEVICES``. With 2 devices Lightning relaunches
+this script per rank (strategy="ddp"), so everything runs under the ``__main__`` guard.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import torch
+from pytorch_lightning import Trainer
+
+from lightning_insight import FairnessMonitor, MemorySink
+from lightning_insight.batch import BatchData
+from lightning_insight.datasets import SceneClassifier, ScenesDataModule
+
+
+def with_rare_value(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> BatchData:
+    """Adds attribute ``tag``: ``rare`` only for sample 3 of the split, which only rank 1 sees."""
+    ids = batch["sample_id"]
+    attributes = dict(batch["attributes"])
+    attributes["tag"] = ["rare" if i % 1_000_000 == 3 else "common" for i in ids.tolist()]
+    return BatchData(outputs["preds"], batch["target"], attributes, ids)
+
+
+def main(out: str, devices: int) -> None:
+    torch.manual_seed(0)
+    model = SceneClassifier(channels=(4, 8))
+    data = ScenesDataModule(num_train=32, num_val=201, num_test=32, batch_size=16)
+    monitor = FairnessMonitor(
+        "binary", ["weather", "tag", "weather&timeofday"], min_support=1, adapter=with_rare_value, sinks=[MemorySink()]
+    )
+    trainer = Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, callbacks=[monitor],
+    )
+    trainer.validate(model, data)
+    if trainer.is_global_zero:
+        with open(out, "w") as f:
+            json.dump({"report": monitor.history[-1].to_dict(), "world_size": trainer.world_size}, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
