@@ -29,7 +29,23 @@ _EXPORTS = {
     "slice_metrics": "lightning_insight.fairness.functional",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Alert",
+    "AlertRule",
+    "BatchData",
+    "CSVSink",
+    "FairnessAlertWarning",
+    "FairnessMonitor",
+    "MemorySink",
+    "SinkGroup",
+    "SliceReport",
+    "SlicedConfusion",
+    "TensorBoardSink",
+    "WandbSink",
+    "fairness_indicators",
+    "parse_alert_rule",
+    "slice_metrics",
+]
 
 if TYPE_CHECKING:
     from lightning_insight.batch import BatchData

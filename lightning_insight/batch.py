@@ -56,13 +56,20 @@ def _describe(obj: Any) -> str:
 def _from_mapping(data: Mapping[str, Any], origin: str) -> BatchData:
     missing = [k for k in ("preds", "target", "attributes") if k not in data]
     if missing:
-        raise RuntimeError(f"Expected the `adapter` {origin} to provide {missing}, but it gave keys {_keys(data)}.")
+        raise RuntimeError(
+            f"Expected the `adapter` {origin} to provide {missing}, but it gave keys {_keys(data)}."
+        )
     return BatchData(
-        preds=data["preds"], target=data["target"], attributes=data["attributes"], sample_ids=data.get("sample_ids")
+        preds=data["preds"],
+        target=data["target"],
+        attributes=data["attributes"],
+        sample_ids=data.get("sample_ids"),
     )
 
 
-def read_batch(outputs: Any, batch: Any, *, attribute_names: Sequence[str], adapter: Adapter | None = None) -> BatchData:
+def read_batch(
+    outputs: Any, batch: Any, *, attribute_names: Sequence[str], adapter: Adapter | None = None
+) -> BatchData:
     """Extract :class:`BatchData` from a step's outputs and its batch.
 
     Args:
@@ -88,7 +95,9 @@ def read_batch(outputs: Any, batch: Any, *, attribute_names: Sequence[str], adap
             return result
         if isinstance(result, Mapping):
             return _from_mapping(result, "result")
-        raise TypeError(f"Expected the `adapter` to return BatchData or a mapping, but got {type(result).__name__}.")
+        raise TypeError(
+            f"Expected the `adapter` to return BatchData or a mapping, but got {type(result).__name__}."
+        )
 
     meta: Mapping[str, Any] | None = None
     y: Any = None
@@ -124,7 +133,8 @@ def read_batch(outputs: Any, batch: Any, *, attribute_names: Sequence[str], adap
             f"Expected a batch that is a dict or an (x, y, meta) tuple carrying attributes, but got "
             f"{_describe(batch)}. HINT: pass `adapter`."
         )
-    attributes = meta.get("attributes") if isinstance(meta.get("attributes"), Mapping) else meta
+    nested = meta.get("attributes")
+    attributes: Mapping[str, Any] = nested if isinstance(nested, Mapping) else meta
     missing = [name for name in attribute_names if name not in attributes]
     if missing:
         where = "batch['attributes']" if attributes is not meta else "the batch"
@@ -136,5 +146,8 @@ def read_batch(outputs: Any, batch: Any, *, attribute_names: Sequence[str], adap
     if sample_ids is None and attributes is not meta:
         sample_ids = next((attributes[k] for k in _SAMPLE_ID_KEYS if k in attributes), None)
     return BatchData(
-        preds=preds, target=y, attributes={n: attributes[n] for n in attribute_names}, sample_ids=sample_ids
+        preds=preds,
+        target=y,
+        attributes={n: attributes[n] for n in attribute_names},
+        sample_ids=sample_ids,
     )

@@ -29,7 +29,11 @@ class EpochSummary(Callback):
             report = callback.history[-1]
             if (report.epoch, report.step) != (trainer.current_epoch, trainer.global_step):
                 continue
-            fired = [a for a in callback.alerts if (a.epoch, a.step, a.source) == (report.epoch, report.step, report.source)]
+            fired = [
+                a
+                for a in callback.alerts
+                if (a.epoch, a.step, a.source) == (report.epoch, report.step, report.source)
+            ]
             print(report.summary(fired), flush=True)  # the CLI's own output, not the library's
 
     @override

@@ -78,14 +78,19 @@ def parse_alert_rule(text: str, *, known_names: Iterable[str] | None = None) -> 
         AlertRule(text='weather: accuracy_ratio < 0.8', scope='weather', name='accuracy_ratio', op='<', threshold=0.8)
     """
     if not isinstance(text, str):
-        raise TypeError(f"Expected an alert rule to be a string like {_EXAMPLE}, but got {type(text).__name__}.")
+        raise TypeError(
+            f"Expected an alert rule to be a string like {_EXAMPLE}, but got {type(text).__name__}."
+        )
     scope: str | None = None
     body_start = 0
     first_op = min((i for i, ch in enumerate(text) if ch in "<>=!"), default=len(text))
     colon = text.rfind(":", 0, first_op)
     if colon >= 0:
         scope = text[:colon].strip()
-        if not re.fullmatch(r"[A-Za-z_][\w.\-]*(?::[\w.,+\-]+)?(?:&[A-Za-z_][\w.\-]*(?::[\w.,+\-]+)?)*", re.sub(r"\s*&\s*", "&", scope)):
+        if not re.fullmatch(
+            r"[A-Za-z_][\w.\-]*(?::[\w.,+\-]+)?(?:&[A-Za-z_][\w.\-]*(?::[\w.,+\-]+)?)*",
+            re.sub(r"\s*&\s*", "&", scope),
+        ):
             raise _fail(text, len(text) - len(text.lstrip()), f"bad dimension scope {scope!r}")
         scope = re.sub(r"\s*&\s*", "&", scope)
         body_start = colon + 1
@@ -113,8 +118,14 @@ def parse_alert_rule(text: str, *, known_names: Iterable[str] | None = None) -> 
     if known_names is not None:
         known = sorted(set(known_names))
         if name not in known:
-            raise _fail(text, body_start + (len(body) - len(body.lstrip())), f"unknown name {name!r} (known: {known})")
-    return AlertRule(text=text, scope=scope, name=name, op=op, threshold=float(m_value.group("value")))
+            raise _fail(
+                text,
+                body_start + (len(body) - len(body.lstrip())),
+                f"unknown name {name!r} (known: {known})",
+            )
+    return AlertRule(
+        text=text, scope=scope, name=name, op=op, threshold=float(m_value.group("value"))
+    )
 
 
 def _observations(rule: AlertRule, report: SliceReport) -> list[tuple[str, float, str | None]]:
@@ -175,9 +186,17 @@ class AlertTracker:
                     if streak >= self.patience:
                         fired.append(
                             Alert(
-                                rule=rule.text, name=rule.name, dimension=dimension, value=value, op=rule.op,
-                                threshold=rule.threshold, epoch=report.epoch, step=report.step,
-                                source=report.source, slice=slice_name, streak=streak,
+                                rule=rule.text,
+                                name=rule.name,
+                                dimension=dimension,
+                                value=value,
+                                op=rule.op,
+                                threshold=rule.threshold,
+                                epoch=report.epoch,
+                                step=report.step,
+                                source=report.source,
+                                slice=slice_name,
+                                streak=streak,
                             )
                         )
                 else:

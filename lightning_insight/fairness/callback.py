@@ -105,7 +105,9 @@ class FairnessMonitor(Callback):
     ) -> None:
         super().__init__()
         if task not in TASKS:
-            raise ValueError(f"Expected argument `task` to be one of {list(TASKS)}, but got {task!r}.")
+            raise ValueError(
+                f"Expected argument `task` to be one of {list(TASKS)}, but got {task!r}."
+            )
         self.specs = parse_slice_specs(slices if isinstance(slices, str) else list(slices))
         self.task = task
         self.metrics = check_metrics(metrics, task, num_classes)
@@ -121,18 +123,32 @@ class FairnessMonitor(Callback):
                     f"Expected the scope of alert rule {rule.text!r} to be a dimension of `slices` {dimensions}, "
                     f"but got {rule.scope!r}."
                 )
-        for name, value, low in (("min_support", min_support, 1), ("every_n_epochs", every_n_epochs, 1),
-                                 ("patience", patience, 1), ("max_slices", max_slices, 1)):
+        for name, value, low in (
+            ("min_support", min_support, 1),
+            ("every_n_epochs", every_n_epochs, 1),
+            ("patience", patience, 1),
+            ("max_slices", max_slices, 1),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"Expected argument `{name}` to be an int >= {low}, but got {value!r}.")
+                raise ValueError(
+                    f"Expected argument `{name}` to be an int >= {low}, but got {value!r}."
+                )
         if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"Expected argument `threshold` to be a float in [0, 1], but got {threshold!r}.")
+            raise ValueError(
+                f"Expected argument `threshold` to be a float in [0, 1], but got {threshold!r}."
+            )
         if not (on_alert in ("warn", "stop") or callable(on_alert)):
-            raise ValueError(f"Expected argument `on_alert` to be 'warn', 'stop' or a callable, but got {on_alert!r}.")
+            raise ValueError(
+                f"Expected argument `on_alert` to be 'warn', 'stop' or a callable, but got {on_alert!r}."
+            )
         if adapter is not None and not callable(adapter):
-            raise TypeError(f"Expected argument `adapter` to be a callable (outputs, batch) -> BatchData, but got {adapter!r}.")
+            raise TypeError(
+                f"Expected argument `adapter` to be a callable (outputs, batch) -> BatchData, but got {adapter!r}."
+            )
         if not isinstance(prefix, str) or not prefix or prefix.endswith("/"):
-            raise ValueError(f"Expected argument `prefix` to be a non-empty string without a trailing '/', but got {prefix!r}.")
+            raise ValueError(
+                f"Expected argument `prefix` to be a non-empty string without a trailing '/', but got {prefix!r}."
+            )
         self.reference = check_reference(reference, self.specs)
         self.min_support = min_support
         self.every_n_epochs = every_n_epochs
@@ -147,7 +163,9 @@ class FairnessMonitor(Callback):
         self.history: list[SliceReport] = []
         self.alerts: list[Alert] = []
         self._tracker = AlertTracker(self.rules, patience=patience)
-        self._attribute_names = list(dict.fromkeys(a.name for s in self.specs for a in s.attributes))
+        self._attribute_names = list(
+            dict.fromkeys(a.name for s in self.specs for a in s.attributes)
+        )
         self._metrics: dict[str, SlicedConfusion] = {}
         self._index_states: dict[str, Any] = {}
         self._sinks: SinkGroup | None = None
@@ -155,13 +173,18 @@ class FairnessMonitor(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(task=self.task, slices=[s.name for s in self.specs], prefix=self.prefix)
+        return self._generate_state_key(
+            task=self.task, slices=[s.name for s in self.specs], prefix=self.prefix
+        )
 
     # ------------------------------------------------------------------ set-up
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._sinks is None:
-            self._sinks = SinkGroup(sinks_for_trainer(trainer, self.requested_sinks), is_global_zero=trainer.is_global_zero)
+            self._sinks = SinkGroup(
+                sinks_for_trainer(trainer, self.requested_sinks),
+                is_global_zero=trainer.is_global_zero,
+            )
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -183,15 +206,20 @@ class FairnessMonitor(Callback):
     def _metric(self, key: str) -> SlicedConfusion:
         return self._metrics[key]
 
-    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, num_loaders: int) -> None:
+    def _start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, num_loaders: int
+    ) -> None:
         if self._skip(trainer, stage):
             return
         for idx in range(max(num_loaders, 1)):
             key = f"{stage}/{idx}"
             if key not in self._metrics:
                 metric = SlicedConfusion(
-                    task=self.task, specs=self.specs, threshold=self.threshold,
-                    num_classes=self.num_classes, max_slices=self.max_slices,
+                    task=self.task,
+                    specs=self.specs,
+                    threshold=self.threshold,
+                    num_classes=self.num_classes,
+                    max_slices=self.max_slices,
                 )
                 if key in self._index_states:
                     metric.index.load_state_dict(self._index_states.pop(key))
@@ -199,13 +227,21 @@ class FairnessMonitor(Callback):
             self._metrics[key].reset()
             self._metrics[key].to(pl_module.device)
 
-    def _batch(self, trainer: pl.Trainer, stage: str, outputs: Any, batch: Any, dataloader_idx: int) -> None:
+    def _batch(
+        self, trainer: pl.Trainer, stage: str, outputs: Any, batch: Any, dataloader_idx: int
+    ) -> None:
         if self._skip(trainer, stage):
             return
-        data = read_batch(outputs, batch, attribute_names=self._attribute_names, adapter=self.adapter)
-        self._metric(f"{stage}/{dataloader_idx}").update(data.preds, data.target, data.attributes, data.sample_ids)
+        data = read_batch(
+            outputs, batch, attribute_names=self._attribute_names, adapter=self.adapter
+        )
+        self._metric(f"{stage}/{dataloader_idx}").update(
+            data.preds, data.target, data.attributes, data.sample_ids
+        )
 
-    def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, num_loaders: int) -> None:
+    def _end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, num_loaders: int
+    ) -> None:
         if self._skip(trainer, stage):
             return
         fired_any = False
@@ -217,8 +253,14 @@ class FairnessMonitor(Callback):
             source = stage + suffix
             counts = metric.compute()  # a collective: every rank calls it
             report = report_from_counts(
-                counts, metrics=self.metrics, indicators=self.indicators, min_support=self.min_support,
-                reference=self.reference, epoch=trainer.current_epoch, step=trainer.global_step, source=source,
+                counts,
+                metrics=self.metrics,
+                indicators=self.indicators,
+                min_support=self.min_support,
+                reference=self.reference,
+                epoch=trainer.current_epoch,
+                step=trainer.global_step,
+                source=source,
             )
             self._record(report)
             fired = self._tracker.update(report)
@@ -234,13 +276,16 @@ class FairnessMonitor(Callback):
                 pl_module.log(key, value, logger=False, sync_dist=True, add_dataloader_idx=False)
             self._act(trainer, fired)
             metric.reset()
-        if self.on_alert == "stop" and trainer.state.fn == "fit":
-            if trainer.strategy.reduce_boolean_decision(fired_any, all=False):
-                trainer.should_stop = True
+        # any rank's decision stops every rank together (reports are identical after sync anyway)
+        stop = self.on_alert == "stop" and trainer.state.fn == "fit"
+        if stop and trainer.strategy.reduce_boolean_decision(fired_any, all=False):
+            trainer.should_stop = True
 
     def _record(self, report: SliceReport) -> None:
         self.history = [
-            r for r in self.history if (r.source, r.epoch, r.step) != (report.source, report.epoch, report.step)
+            r
+            for r in self.history
+            if (r.source, r.epoch, r.step) != (report.source, report.epoch, report.step)
         ]
         self.history.append(report)
 
@@ -251,14 +296,20 @@ class FairnessMonitor(Callback):
         scalars = report.scalars(self.prefix, suffix)
         fired_rules = {a.rule for a in fired}
         for rule in self.rules:
-            scalars[f"{self.prefix}/alert/{rule.key}{suffix}"] = 1.0 if rule.text in fired_rules else 0.0
+            scalars[f"{self.prefix}/alert/{rule.key}{suffix}"] = (
+                1.0 if rule.text in fired_rules else 0.0
+            )
         self._sinks.scalars(scalars, step=step)
         self._sinks.table(f"{self.prefix}/slices{suffix}", report.rows(), step=step)
         text = report.markdown()
         if fired:
             text += "\n\n**Alerts**\n\n" + "\n".join(f"- {a.message()}" for a in fired)
         self._sinks.text(f"{self.prefix}/report{suffix}", text, step=step)
-        self._sinks.json(f"{self.prefix}/report{suffix}", {**report.to_dict(), "alerts": [a.to_dict() for a in fired]}, step=step)
+        self._sinks.json(
+            f"{self.prefix}/report{suffix}",
+            {**report.to_dict(), "alerts": [a.to_dict() for a in fired]},
+            step=step,
+        )
         self._sinks.flush()
 
     def _act(self, trainer: pl.Trainer, fired: list[Alert]) -> None:
@@ -277,7 +328,13 @@ class FairnessMonitor(Callback):
 
     @override
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._batch(trainer, "val", outputs, batch, dataloader_idx)
 
@@ -291,7 +348,13 @@ class FairnessMonitor(Callback):
 
     @override
     def on_test_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._batch(trainer, "test", outputs, batch, dataloader_idx)
 

@@ -21,7 +21,9 @@ from lightning_insight.slicing.spec import SliceSpec, parse_slice_specs
 Reference = Mapping[str, str] | None
 
 
-def check_metrics(metrics: Sequence[str] | None, task: str, num_classes: int | None = None) -> tuple[str, ...] | None:
+def check_metrics(
+    metrics: Sequence[str] | None, task: str, num_classes: int | None = None
+) -> tuple[str, ...] | None:
     """Validate a ``metrics`` selection against ``task``'s names.
 
     Raises:
@@ -30,9 +32,15 @@ def check_metrics(metrics: Sequence[str] | None, task: str, num_classes: int | N
     if metrics is None:
         return None
     known = metric_names(task, num_classes)
-    unknown = [m for m in metrics if m not in known and not (task == "multiclass" and m.startswith("recall["))]
+    unknown = [
+        m
+        for m in metrics
+        if m not in known and not (task == "multiclass" and m.startswith("recall["))
+    ]
     if unknown:
-        raise ValueError(f"Expected argument `metrics` to name metrics of task={task!r} from {list(known)}, but got unknown {unknown}.")
+        raise ValueError(
+            f"Expected argument `metrics` to name metrics of task={task!r} from {list(known)}, but got unknown {unknown}."
+        )
     return tuple(dict.fromkeys([*metrics, "count"]))
 
 
@@ -79,7 +87,9 @@ def report_from_counts(
     def select(values: dict[str, float]) -> dict[str, float]:
         return values if shown is None else {k: v for k, v in values.items() if k in shown}
 
-    overall_all = classification_metrics(counts.overall, task=counts.task, num_classes=counts.num_classes)
+    overall_all = classification_metrics(
+        counts.overall, task=counts.task, num_classes=counts.num_classes
+    )
     overall = select({k: float(v[0]) for k, v in overall_all.items()})
     slices: dict[str, dict[str, float]] = {}
     dimensions: dict[str, tuple[str, ...]] = {}
@@ -87,7 +97,9 @@ def report_from_counts(
     excluded: dict[str, str] = {}
     references: dict[str, str] = {}
     for dimension, (names, dimension_counts) in counts.dimensions.items():
-        values = classification_metrics(dimension_counts, task=counts.task, num_classes=counts.num_classes)
+        values = classification_metrics(
+            dimension_counts, task=counts.task, num_classes=counts.num_classes
+        )
         dimensions[dimension] = tuple(names)
         support = values["count"]
         for i, name in enumerate(names):
@@ -105,10 +117,20 @@ def report_from_counts(
                 table[dimension] = {name: float("nan") for name in chosen}
                 continue
         kept = {k: np.asarray(v)[keep] for k, v in values.items()}
-        table[dimension] = fairness_indicators(kept, task=counts.task, indicators=chosen, reference=position)
+        table[dimension] = fairness_indicators(
+            kept, task=counts.task, indicators=chosen, reference=position
+        )
     return SliceReport(
-        task=counts.task, overall=overall, slices=slices, dimensions=dimensions, indicators=table,
-        excluded=excluded, epoch=epoch, step=step, source=source, reference=references,
+        task=counts.task,
+        overall=overall,
+        slices=slices,
+        dimensions=dimensions,
+        indicators=table,
+        excluded=excluded,
+        epoch=epoch,
+        step=step,
+        source=source,
+        reference=references,
     )
 
 
@@ -121,14 +143,18 @@ def check_reference(reference: Reference, specs: Sequence[SliceSpec]) -> Referen
     """
     if reference is None:
         return None
-    if not isinstance(reference, Mapping) or not all(isinstance(v, str) for v in reference.values()):
+    if not isinstance(reference, Mapping) or not all(
+        isinstance(v, str) for v in reference.values()
+    ):
         raise TypeError(
             f"Expected argument `reference` to map dimension -> slice, e.g. {{'weather': 'clear'}}, but got {reference!r}."
         )
     names = [s.name for s in specs]
     unknown = [d for d in reference if d not in names]
     if unknown:
-        raise ValueError(f"Expected argument `reference` to use dimensions from `slices` {names}, but got {unknown}.")
+        raise ValueError(
+            f"Expected argument `reference` to use dimensions from `slices` {names}, but got {unknown}."
+        )
     return dict(reference)
 
 
@@ -184,12 +210,24 @@ def slice_metrics(
     check_metrics(metrics, task, num_classes)
     chosen = check_indicators(indicators, task)
     if not isinstance(min_support, int) or min_support < 1:
-        raise ValueError(f"Expected argument `min_support` to be an int >= 1, but got {min_support!r}.")
+        raise ValueError(
+            f"Expected argument `min_support` to be an int >= 1, but got {min_support!r}."
+        )
     if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"Expected argument `threshold` to be a float in [0, 1], but got {threshold}.")
+        raise ValueError(
+            f"Expected argument `threshold` to be a float in [0, 1], but got {threshold}."
+        )
     reference = check_reference(reference, specs)
     counts = slice_counts(
-        preds, target, attributes, task=task, specs=specs, threshold=threshold,
-        num_classes=num_classes, max_slices=max_slices,
+        preds,
+        target,
+        attributes,
+        task=task,
+        specs=specs,
+        threshold=threshold,
+        num_classes=num_classes,
+        max_slices=max_slices,
     )
-    return report_from_counts(counts, metrics=metrics, indicators=chosen, min_support=min_support, reference=reference)
+    return report_from_counts(
+        counts, metrics=metrics, indicators=chosen, min_support=min_support, reference=reference
+    )

@@ -32,7 +32,8 @@ BINARY_INDICATORS: dict[str, tuple[str, str]] = {
     "worst_accuracy": ("accuracy", "min"),
 }
 MULTICLASS_INDICATORS: dict[str, tuple[str, str]] = {
-    name: BINARY_INDICATORS[name] for name in ("accuracy_difference", "accuracy_ratio", "worst_accuracy")
+    name: BINARY_INDICATORS[name]
+    for name in ("accuracy_difference", "accuracy_ratio", "worst_accuracy")
 }
 
 

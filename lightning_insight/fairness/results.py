@@ -68,9 +68,13 @@ class SliceReport:
             "step": self.step,
             "source": self.source,
             "overall": {k: _json_number(v) for k, v in self.overall.items()},
-            "slices": {s: {k: _json_number(v) for k, v in m.items()} for s, m in self.slices.items()},
+            "slices": {
+                s: {k: _json_number(v) for k, v in m.items()} for s, m in self.slices.items()
+            },
             "dimensions": {d: list(names) for d, names in self.dimensions.items()},
-            "indicators": {d: {k: _json_number(v) for k, v in m.items()} for d, m in self.indicators.items()},
+            "indicators": {
+                d: {k: _json_number(v) for k, v in m.items()} for d, m in self.indicators.items()
+            },
             "excluded": dict(self.excluded),
             "reference": dict(self.reference),
         }
@@ -81,10 +85,14 @@ class SliceReport:
         return cls(
             task=str(data["task"]),
             overall={k: _from_json_number(v) for k, v in data["overall"].items()},
-            slices={s: {k: _from_json_number(v) for k, v in m.items()} for s, m in data["slices"].items()},
+            slices={
+                s: {k: _from_json_number(v) for k, v in m.items()}
+                for s, m in data["slices"].items()
+            },
             dimensions={d: tuple(names) for d, names in data["dimensions"].items()},
             indicators={
-                d: {k: _from_json_number(v) for k, v in m.items()} for d, m in data["indicators"].items()
+                d: {k: _from_json_number(v) for k, v in m.items()}
+                for d, m in data["indicators"].items()
             },
             excluded=dict(data.get("excluded", {})),
             epoch=data.get("epoch"),
@@ -104,16 +112,43 @@ class SliceReport:
         rows: list[dict[str, Any]] = []
         overall_count = self.overall.get("count", float("nan"))
         for metric, value in self.overall.items():
-            rows.append({**base, "dimension": "overall", "slice": "overall", "metric": metric, "value": value, "count": overall_count})
+            rows.append(
+                {
+                    **base,
+                    "dimension": "overall",
+                    "slice": "overall",
+                    "metric": metric,
+                    "value": value,
+                    "count": overall_count,
+                }
+            )
         for dimension, names in self.dimensions.items():
             for name in names:
                 values = self.slices[name]
                 count = values.get("count", float("nan"))
                 for metric, value in values.items():
-                    rows.append({**base, "dimension": dimension, "slice": name, "metric": metric, "value": value, "count": count})
+                    rows.append(
+                        {
+                            **base,
+                            "dimension": dimension,
+                            "slice": name,
+                            "metric": metric,
+                            "value": value,
+                            "count": count,
+                        }
+                    )
             taking_part = sum(1 for n in names if n not in self.excluded)
             for indicator, value in self.indicators.get(dimension, {}).items():
-                rows.append({**base, "dimension": dimension, "slice": "", "metric": indicator, "value": value, "count": taking_part})
+                rows.append(
+                    {
+                        **base,
+                        "dimension": dimension,
+                        "slice": "",
+                        "metric": indicator,
+                        "value": value,
+                        "count": taking_part,
+                    }
+                )
         return rows
 
     def scalars(self, prefix: str = "insight", suffix: str = "") -> dict[str, float]:
@@ -165,20 +200,29 @@ class SliceReport:
         """
         main = "map" if self.task == "detection" else "accuracy"
         count = self.overall.get("count", float("nan"))
-        lines = [f"[{self.source} epoch {self.epoch}] {main} {self.overall.get(main, float('nan')):.4g} over {count:.0f} samples"]
+        lines = [
+            f"[{self.source} epoch {self.epoch}] {main} {self.overall.get(main, float('nan')):.4g} over {count:.0f} samples"
+        ]
         name, value = self.worst().get(main, ("", float("nan")))
         if name:
-            lines.append(f"  worst slice: {name} {main} {value:.4g} ({self.slices[name].get('count', 0):.0f} samples)")
+            lines.append(
+                f"  worst slice: {name} {main} {value:.4g} ({self.slices[name].get('count', 0):.0f} samples)"
+            )
         else:
             lines.append("  worst slice: undefined")
         gaps = [
-            (v, d, k) for d, values in self.indicators.items() for k, v in values.items()
+            (v, d, k)
+            for d, values in self.indicators.items()
+            for k, v in values.items()
             if k.endswith("_difference") and not math.isnan(v)
         ]
         gaps.sort(reverse=True)
         shown = ", ".join(f"{d} {k} {v:.4g}" for v, d, k in gaps[:top]) or "undefined"
         lines.append(f"  largest gaps: {shown}")
-        lines.append("  alerts: " + ("; ".join(f"{a.rule} ({a.dimension}: {a.value:.4g})" for a in alerts) or "none"))
+        lines.append(
+            "  alerts: "
+            + ("; ".join(f"{a.rule} ({a.dimension}: {a.value:.4g})" for a in alerts) or "none")
+        )
         return "\n".join(lines)
 
     def markdown(self, metrics: tuple[str, ...] | None = None) -> str:
@@ -190,14 +234,24 @@ class SliceReport:
         def cell(value: float) -> str:
             if math.isnan(value):
                 return "undefined"
-            return str(int(value)) if float(value).is_integer() and abs(value) >= 1 else f"{value:.4g}"
+            return (
+                str(int(value)) if float(value).is_integer() and abs(value) >= 1 else f"{value:.4g}"
+            )
 
-        lines.append("| overall | overall | " + " | ".join(cell(self.overall.get(m, float("nan"))) for m in shown) + " |")
+        lines.append(
+            "| overall | overall | "
+            + " | ".join(cell(self.overall.get(m, float("nan"))) for m in shown)
+            + " |"
+        )
         for dimension, names in self.dimensions.items():
             for name in names:
                 mark = " (excluded)" if name in self.excluded else ""
                 values = self.slices[name]
-                lines.append(f"| {dimension} | {name}{mark} | " + " | ".join(cell(values.get(m, float('nan'))) for m in shown) + " |")
+                lines.append(
+                    f"| {dimension} | {name}{mark} | "
+                    + " | ".join(cell(values.get(m, float("nan"))) for m in shown)
+                    + " |"
+                )
         return "\n".join(lines)
 
 

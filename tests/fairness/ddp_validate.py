@@ -31,16 +31,28 @@ def main(out: str, devices: int) -> None:
     model = SceneClassifier(channels=(4, 8))
     data = ScenesDataModule(num_train=32, num_val=201, num_test=32, batch_size=16)
     monitor = FairnessMonitor(
-        "binary", ["weather", "tag", "weather&timeofday"], min_support=1, adapter=with_rare_value, sinks=[MemorySink()]
+        "binary",
+        ["weather", "tag", "weather&timeofday"],
+        min_support=1,
+        adapter=with_rare_value,
+        sinks=[MemorySink()],
     )
     trainer = Trainer(
-        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", logger=False,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, callbacks=[monitor],
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[monitor],
     )
     trainer.validate(model, data)
     if trainer.is_global_zero:
         with open(out, "w") as f:
-            json.dump({"report": monitor.history[-1].to_dict(), "world_size": trainer.world_size}, f)
+            json.dump(
+                {"report": monitor.history[-1].to_dict(), "world_size": trainer.world_size}, f
+            )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ def _report(epoch: int, gap: float, accuracy_b: float = 0.9) -> SliceReport:
     return SliceReport(
         task="binary",
         overall={"accuracy": 0.8, "count": 20.0},
-        slices={"w=a": {"accuracy": 0.9, "count": 10.0}, "w=b": {"accuracy": accuracy_b, "count": 10.0}},
+        slices={
+            "w=a": {"accuracy": 0.9, "count": 10.0},
+            "w=b": {"accuracy": accuracy_b, "count": 10.0},
+        },
         dimensions={"w": ("w=a", "w=b")},
         indicators={"w": {"equalized_odds_difference": gap}},
         epoch=epoch,
@@ -24,7 +27,10 @@ def _report(epoch: int, gap: float, accuracy_b: float = 0.9) -> SliceReport:
 @pytest.mark.parametrize(
     ("rule", "match"),
     [
-        ("equalized_odds_difference >> 0.1", r"expected one of \['>', '>=', '<', '<='\], found '>>' at column 26"),
+        (
+            "equalized_odds_difference >> 0.1",
+            r"expected one of \['>', '>=', '<', '<='\], found '>>' at column 26",
+        ),
         ("equalized_odds_difference > high", r"expected a number, found 'high' at column 28"),
         ("> 0.1", r"expected an indicator or metric name, found '>' at column 0"),
         ("accuracy_ratio 0.8", r"found '0.8' at column 15"),
@@ -39,7 +45,12 @@ def test_malformed_rules_point_at_the_bad_token(rule: str, match: str) -> None:
 
 def test_rule_text_forms() -> None:
     rule = parse_alert_rule("age:0,18,inf: accuracy_ratio <= 0.8")
-    assert (rule.scope, rule.name, rule.op, rule.threshold) == ("age:0,18,inf", "accuracy_ratio", "<=", 0.8)
+    assert (rule.scope, rule.name, rule.op, rule.threshold) == (
+        "age:0,18,inf",
+        "accuracy_ratio",
+        "<=",
+        0.8,
+    )
     assert rule.key == "age:0,18,inf:accuracy_ratio<=0.8"
     assert not rule.holds(float("nan"))
     with pytest.raises(TypeError, match="to be a string"):
@@ -76,10 +87,14 @@ def test_tracker_state_round_trip_resumes_streaks() -> None:
 
 
 def test_alert_and_report_round_trip_through_dicts() -> None:
-    alert = Alert(rule="r", name="accuracy", dimension="w", value=float("nan"), op="<", threshold=0.8, epoch=1)
+    alert = Alert(
+        rule="r", name="accuracy", dimension="w", value=float("nan"), op="<", threshold=0.8, epoch=1
+    )
     again = Alert.from_dict(alert.to_dict())
     assert math.isnan(again.value) and again.epoch == 1
     report = _report(3, float("nan"))
     back = SliceReport.from_dict(report.to_dict())
-    assert back.slices == report.slices and math.isnan(back.indicators["w"]["equalized_odds_difference"])
+    assert back.slices == report.slices and math.isnan(
+        back.indicators["w"]["equalized_odds_difference"]
+    )
     assert back.dimensions == report.dimensions

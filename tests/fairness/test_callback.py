@@ -25,7 +25,9 @@ SLICES = ["weather", "timeofday", "weather&timeofday"]
 
 
 def _data(**kwargs: Any) -> ScenesDataModule:
-    return ScenesDataModule(**{"num_train": 128, "num_val": 150, "num_test": 90, "batch_size": 32, **kwargs})
+    return ScenesDataModule(
+        **{"num_train": 128, "num_val": 150, "num_test": 90, "batch_size": 32, **kwargs}
+    )
 
 
 def _model() -> SceneClassifier:
@@ -35,15 +37,24 @@ def _model() -> SceneClassifier:
 
 def _trainer(tmp_path: Path, callbacks: list[Any], **kwargs: Any) -> Trainer:
     options: dict[str, Any] = {
-        "accelerator": "cpu", "devices": 1, "max_epochs": 2, "limit_train_batches": 2,
-        "enable_progress_bar": False, "enable_model_summary": False, "logger": False,
-        "enable_checkpointing": False, "default_root_dir": str(tmp_path), "num_sanity_val_steps": 2,
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 2,
+        "limit_train_batches": 2,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "logger": False,
+        "enable_checkpointing": False,
+        "default_root_dir": str(tmp_path),
+        "num_sanity_val_steps": 2,
     }
     options.update(kwargs)
     return Trainer(callbacks=callbacks, **options)
 
 
-def _predictions(model: SceneClassifier, data: ScenesDataModule) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
+def _predictions(
+    model: SceneClassifier, data: ScenesDataModule
+) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
     data.setup("validate")
     probs, targets, attributes = [], [], {"weather": [], "timeofday": []}
     model.eval()
@@ -59,29 +70,57 @@ def _predictions(model: SceneClassifier, data: ScenesDataModule) -> tuple[np.nda
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"task": "regression"}, ValueError, r"`task` to be one of \['binary', 'multiclass'\], but got 'regression'"),
-        ({"metrics": ["accuracy", "auc"]}, ValueError, r"`metrics` to name metrics of task='binary' from \['accuracy', .*unknown \['auc'\]"),
-        ({"indicators": ["parity"]}, ValueError, r"`indicators` to name indicators .*unknown \['parity'\]"),
+        (
+            {"task": "regression"},
+            ValueError,
+            r"`task` to be one of \['binary', 'multiclass'\], but got 'regression'",
+        ),
+        (
+            {"metrics": ["accuracy", "auc"]},
+            ValueError,
+            r"`metrics` to name metrics of task='binary' from \['accuracy', .*unknown \['auc'\]",
+        ),
+        (
+            {"indicators": ["parity"]},
+            ValueError,
+            r"`indicators` to name indicators .*unknown \['parity'\]",
+        ),
         ({"alerts": ["accuracy_ratio << 0.8"]}, ValueError, r"found '<<' at column 15"),
-        ({"alerts": ["light: accuracy_ratio < 0.8"]}, ValueError, r"scope of alert rule .* dimension of `slices`"),
+        (
+            {"alerts": ["light: accuracy_ratio < 0.8"]},
+            ValueError,
+            r"scope of alert rule .* dimension of `slices`",
+        ),
         ({"min_support": 0}, ValueError, r"`min_support` to be an int >= 1, but got 0"),
         ({"every_n_epochs": 1.5}, ValueError, r"`every_n_epochs` to be an int >= 1"),
-        ({"on_alert": "panic"}, ValueError, r"`on_alert` to be 'warn', 'stop' or a callable, but got 'panic'"),
+        (
+            {"on_alert": "panic"},
+            ValueError,
+            r"`on_alert` to be 'warn', 'stop' or a callable, but got 'panic'",
+        ),
         ({"threshold": 1.7}, ValueError, r"`threshold` to be a float in \[0, 1\], but got 1.7"),
         ({"slices": []}, ValueError, r"`slices` to name at least one dimension"),
-        ({"reference": {"scene": "city"}}, ValueError, r"`reference` to use dimensions from `slices`"),
+        (
+            {"reference": {"scene": "city"}},
+            ValueError,
+            r"`reference` to use dimensions from `slices`",
+        ),
         ({"adapter": 3}, TypeError, r"`adapter` to be a callable"),
         ({"prefix": "insight/"}, ValueError, r"`prefix` to be a non-empty string"),
     ],
 )
-def test_arguments_are_checked_in_init(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+def test_arguments_are_checked_in_init(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
     with pytest.raises(error, match=match):
         FairnessMonitor(**{"task": "binary", "slices": SLICES, **kwargs})
 
 
 def test_fit_reports_each_epoch_to_memory_sink_and_matches_slice_metrics(tmp_path: Path) -> None:
     sink = MemorySink()
-    monitor = FairnessMonitor("binary", SLICES, alerts=["accuracy_difference >= 0"], min_support=5, sinks=[sink])
+    monitor = FairnessMonitor(
+        "binary", SLICES, alerts=["accuracy_difference >= 0"], min_support=5, sinks=[sink]
+    )
     model, data = _model(), _data()
     trainer = _trainer(tmp_path, [monitor])
     with pytest.warns(FairnessAlertWarning, match="accuracy_difference >= 0"):
@@ -96,16 +135,25 @@ def test_fit_reports_each_epoch_to_memory_sink_and_matches_slice_metrics(tmp_pat
     for name, values in oracle.slices.items():
         for metric, value in values.items():
             got = last.slices[name][metric]
-            assert (math.isnan(got) and math.isnan(value)) or abs(got - value) < 1e-6, (name, metric)
+            assert (math.isnan(got) and math.isnan(value)) or abs(got - value) < 1e-6, (
+                name,
+                metric,
+            )
     keys = sink.scalar_keys()
     assert "insight/slice/weather/foggy/accuracy" in keys
     assert "insight/slice/weather&timeofday/foggy&night/tpr" in keys
     assert "insight/gap/weather&timeofday/equalized_odds_difference" in keys
     assert "insight/alert/accuracy_difference>=0" in keys
     assert "insight/worst/accuracy" in keys
-    assert [step for step, _ in sink.scalars_log] == [2, 4]  # Lightning's global_step at each epoch end
+    assert [step for step, _ in sink.scalars_log] == [
+        2,
+        4,
+    ]  # Lightning's global_step at each epoch end
     assert sink.tables[-1][1] == "insight/slices" and len(sink.tables[-1][2]) == len(last.rows())
-    assert sink.jsons[-1][2]["slices"]["weather=foggy"]["count"] == last.slices["weather=foggy"]["count"]
+    assert (
+        sink.jsons[-1][2]["slices"]["weather=foggy"]["count"]
+        == last.slices["weather=foggy"]["count"]
+    )
     # headline scalars reach callback_metrics so EarlyStopping/ModelCheckpoint can monitor them
     logged = trainer.callback_metrics["insight/gap/weather/equalized_odds_difference"]
     assert abs(float(logged) - last.indicators["weather"]["equalized_odds_difference"]) < 1e-6
@@ -130,16 +178,25 @@ def test_every_n_epochs(tmp_path: Path) -> None:
 def test_resume_neither_loses_nor_repeats_and_keeps_alert_streaks(tmp_path: Path) -> None:
     rule = "accuracy_difference >= 0"  # holds every epoch
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    first = FairnessMonitor("binary", SLICES, alerts=[rule], patience=3, min_support=1, sinks=[MemorySink()])
+    first = FairnessMonitor(
+        "binary", SLICES, alerts=[rule], patience=3, min_support=1, sinks=[MemorySink()]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairnessAlertWarning)
-        _trainer(tmp_path, [first, checkpoint], enable_checkpointing=True, max_epochs=2).fit(_model(), _data())
-    assert first.alerts == []  # streak 2 < patience 3
-    second = FairnessMonitor("binary", SLICES, alerts=[rule], patience=3, min_support=1, sinks=[MemorySink()])
-    with pytest.warns(FairnessAlertWarning, match="3 consecutive"):
-        _trainer(tmp_path, [second, ModelCheckpoint(dirpath=tmp_path / "ckpt2")], enable_checkpointing=True, max_epochs=4).fit(
-            _model(), _data(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
+        _trainer(tmp_path, [first, checkpoint], enable_checkpointing=True, max_epochs=2).fit(
+            _model(), _data()
         )
+    assert first.alerts == []  # streak 2 < patience 3
+    second = FairnessMonitor(
+        "binary", SLICES, alerts=[rule], patience=3, min_support=1, sinks=[MemorySink()]
+    )
+    with pytest.warns(FairnessAlertWarning, match="3 consecutive"):
+        _trainer(
+            tmp_path,
+            [second, ModelCheckpoint(dirpath=tmp_path / "ckpt2")],
+            enable_checkpointing=True,
+            max_epochs=4,
+        ).fit(_model(), _data(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert [r.epoch for r in second.history] == [0, 1, 2, 3]
     assert {a.epoch for a in second.alerts} == {2, 3}
     assert min(a.streak for a in second.alerts) == 3
@@ -164,7 +221,9 @@ class _TwoLoaders(ScenesDataModule):
 
 
 class _TwoLoadersModel(SceneClassifier):
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
         return super().validation_step(batch, batch_idx)
 
 
@@ -172,14 +231,18 @@ def test_several_validation_dataloaders_give_one_report_each(tmp_path: Path) -> 
     sink = MemorySink()
     monitor = FairnessMonitor("binary", ["weather"], sinks=[sink])
     model = _TwoLoadersModel(channels=(4, 8))
-    _trainer(tmp_path, [monitor], max_epochs=1).fit(model, _TwoLoaders(num_train=64, num_val=60, batch_size=32))
+    _trainer(tmp_path, [monitor], max_epochs=1).fit(
+        model, _TwoLoaders(num_train=64, num_val=60, batch_size=32)
+    )
     assert [r.source for r in monitor.history] == ["val/dataloader_idx_0", "val/dataloader_idx_1"]
     assert monitor.history[0].to_dict()["slices"] == monitor.history[1].to_dict()["slices"]
     assert "insight/slice/weather/clear/accuracy/dataloader_idx_1" in sink.scalar_keys()
 
 
 def _half(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> BatchData:
-    return BatchData(outputs["preds"].half(), batch["target"], batch["attributes"], batch["sample_id"])
+    return BatchData(
+        outputs["preds"].half(), batch["target"], batch["attributes"], batch["sample_id"]
+    )
 
 
 def test_half_precision_preds_are_upcast(tmp_path: Path) -> None:
@@ -192,8 +255,22 @@ def test_half_precision_preds_are_upcast(tmp_path: Path) -> None:
 
 def test_on_alert_stop_and_callable(tmp_path: Path) -> None:
     received: list[Any] = []
-    stopper = FairnessMonitor("binary", ["weather"], alerts=["accuracy_difference >= 0"], on_alert="stop", min_support=1, sinks=[MemorySink()])
-    listener = FairnessMonitor("binary", ["timeofday"], alerts=["accuracy_difference >= 0"], on_alert=received.append, min_support=1, sinks=[MemorySink()])
+    stopper = FairnessMonitor(
+        "binary",
+        ["weather"],
+        alerts=["accuracy_difference >= 0"],
+        on_alert="stop",
+        min_support=1,
+        sinks=[MemorySink()],
+    )
+    listener = FairnessMonitor(
+        "binary",
+        ["timeofday"],
+        alerts=["accuracy_difference >= 0"],
+        on_alert=received.append,
+        min_support=1,
+        sinks=[MemorySink()],
+    )
     trainer = _trainer(tmp_path, [stopper, listener], max_epochs=5)
     trainer.fit(_model(), _data())
     assert trainer.current_epoch == 1  # stopped after the first validation epoch
@@ -226,23 +303,50 @@ def _corrupt(kind: str) -> Any:
     ("kind", "error", "match"),
     [
         ("nan", ValueError, r"Expected `preds` without NaN, but got 1 NaN values"),
-        ("logits", ValueError, r"probabilities in \[0, 1\] or hard labels.*HINT: apply torch.sigmoid"),
-        ("target", ValueError, r"Expected `target` for task='binary' in \{0, 1\}, but got values \[2, 3\]"),
-        ("length", ValueError, r"Expected attribute 'weather' to have one value per prediction \(32\), but got 31"),
-        ("missing", RuntimeError, r"Expected attribute 'weather' \(needed by argument `slices`\) in the batch"),
+        (
+            "logits",
+            ValueError,
+            r"probabilities in \[0, 1\] or hard labels.*HINT: apply torch.sigmoid",
+        ),
+        (
+            "target",
+            ValueError,
+            r"Expected `target` for task='binary' in \{0, 1\}, but got values \[2, 3\]",
+        ),
+        (
+            "length",
+            ValueError,
+            r"Expected attribute 'weather' to have one value per prediction \(32\), but got 31",
+        ),
+        (
+            "missing",
+            RuntimeError,
+            r"Expected attribute 'weather' \(needed by argument `slices`\) in the batch",
+        ),
         ("many", ValueError, r"at most max_slices=20 distinct values"),
     ],
 )
-def test_bad_input_fails_at_the_first_batch(tmp_path: Path, kind: str, error: type[Exception], match: str) -> None:
-    monitor = FairnessMonitor("binary", ["weather"], adapter=_corrupt(kind), max_slices=20, sinks=[MemorySink()])
+def test_bad_input_fails_at_the_first_batch(
+    tmp_path: Path, kind: str, error: type[Exception], match: str
+) -> None:
+    monitor = FairnessMonitor(
+        "binary", ["weather"], adapter=_corrupt(kind), max_slices=20, sinks=[MemorySink()]
+    )
     with pytest.raises(error, match=match):
-        _trainer(tmp_path, [monitor], max_epochs=1, num_sanity_val_steps=0, limit_train_batches=1).fit(_model(), _data())
+        _trainer(
+            tmp_path, [monitor], max_epochs=1, num_sanity_val_steps=0, limit_train_batches=1
+        ).fit(_model(), _data())
 
 
 def test_missing_attribute_in_batch_names_found_keys(tmp_path: Path) -> None:
     monitor = FairnessMonitor("binary", ["age:0,18,inf"], sinks=[MemorySink()])
-    with pytest.raises(RuntimeError, match=r"Expected attributes \['age'\].*found keys \['scene', 'timeofday', 'weather'\]"):
-        _trainer(tmp_path, [monitor], max_epochs=1, num_sanity_val_steps=0, limit_train_batches=1).fit(_model(), _data())
+    with pytest.raises(
+        RuntimeError,
+        match=r"Expected attributes \['age'\].*found keys \['scene', 'timeofday', 'weather'\]",
+    ):
+        _trainer(
+            tmp_path, [monitor], max_epochs=1, num_sanity_val_steps=0, limit_train_batches=1
+        ).fit(_model(), _data())
 
 
 def test_default_sinks_write_tensorboard_and_csv_and_survive_a_failing_sink(tmp_path: Path) -> None:
@@ -268,7 +372,9 @@ def test_default_sinks_write_tensorboard_and_csv_and_survive_a_failing_sink(tmp_
     assert event_files
 
 
-def test_csv_has_one_row_per_epoch_slice_metric_and_no_partial_row_after_a_crash(tmp_path: Path) -> None:
+def test_csv_has_one_row_per_epoch_slice_metric_and_no_partial_row_after_a_crash(
+    tmp_path: Path,
+) -> None:
     class _Crash(SceneClassifier):
         def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
             if self.current_epoch == 1 and batch_idx == 3:
@@ -285,7 +391,16 @@ def test_csv_has_one_row_per_epoch_slice_metric_and_no_partial_row_after_a_crash
     assert text.endswith("\n")
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["epoch", "step", "source", "dimension", "slice", "metric", "value", "count"]
+    assert list(rows[0]) == [
+        "epoch",
+        "step",
+        "source",
+        "dimension",
+        "slice",
+        "metric",
+        "value",
+        "count",
+    ]
     assert {r["epoch"] for r in rows} == {"0"}
     report = monitor.history[0]
     assert len(rows) == len(report.rows())
@@ -293,3 +408,42 @@ def test_csv_has_one_row_per_epoch_slice_metric_and_no_partial_row_after_a_crash
     assert len(keys) == len(set(keys))
     foggy = next(r for r in rows if r["slice"] == "weather=foggy" and r["metric"] == "accuracy")
     assert float(foggy["value"]) == pytest.approx(report.slices["weather=foggy"]["accuracy"])
+
+
+def test_wandb_offline_run_gets_the_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wandb_history: Any
+) -> None:
+    import wandb
+    from pytorch_lightning.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="insight-test")
+    monitor = FairnessMonitor("binary", ["weather", "weather&timeofday"], min_support=1)
+    _trainer(tmp_path, [monitor], logger=logger, max_epochs=2).fit(_model(), _data())
+    run_dir = Path(logger.experiment.dir).parent
+    wandb.finish()
+    assert monitor.sinks is not None and [s.name for s in monitor.sinks.sinks] == ["wandb", "csv"]
+    history = [row for row in wandb_history(run_dir) if "insight/slices" in row]
+    assert [row["trainer/global_step"] for row in history] == [2, 4]
+    table = history[-1]["insight/slices"]["content"]
+    assert table["columns"] == [
+        "epoch",
+        "step",
+        "source",
+        "dimension",
+        "slice",
+        "metric",
+        "value",
+        "count",
+    ]
+    last = monitor.history[-1]
+    assert len(table["data"]) == len(last.rows())
+    by_key = {(r[4], r[5]): r[6] for r in table["data"]}
+    assert by_key[("weather=foggy", "accuracy")] == pytest.approx(
+        last.slices["weather=foggy"]["accuracy"]
+    )
+    assert history[-1]["insight/worst/accuracy"] == pytest.approx(last.worst()["accuracy"][1])
+    assert (tmp_path / "insight" / "slices.csv").exists() or list(
+        tmp_path.rglob("insight/slices.csv")
+    )

@@ -17,8 +17,13 @@ def _run(tmp_path: Path, devices: int) -> dict[str, object]:
     out = tmp_path / f"report_{devices}.json"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), str(devices)], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=300, check=False,
+        [sys.executable, str(SCRIPT), str(out), str(devices)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())

@@ -35,7 +35,7 @@ def _close(ours: float, oracle: float) -> None:
     assert abs(ours - oracle) <= TOL, (ours, oracle)
 
 
-def _npv(y_true, y_pred):  # noqa: ANN001, ANN202
+def _npv(y_true, y_pred):
     return precision_score(1 - np.asarray(y_true), 1 - np.asarray(y_pred), zero_division=0)
 
 
@@ -66,24 +66,33 @@ def _data(seed: int, n: int = 3000) -> tuple[np.ndarray, np.ndarray, dict[str, n
 
 def _frame(probs: np.ndarray, target: np.ndarray, features: dict[str, np.ndarray]) -> MetricFrame:
     return MetricFrame(
-        metrics=BINARY_ORACLE, y_true=target, y_pred=(probs >= 0.5).astype(int), sensitive_features=features
+        metrics=BINARY_ORACLE,
+        y_true=target,
+        y_pred=(probs >= 0.5).astype(int),
+        sensitive_features=features,
     )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_binary_slices_match_metricframe(seed: int) -> None:
     probs, target, attributes = _data(seed)
-    report = slice_metrics(probs, target, attributes, task="binary", slices=["weather", "weather&timeofday"])
+    report = slice_metrics(
+        probs, target, attributes, task="binary", slices=["weather", "weather&timeofday"]
+    )
     frame = _frame(probs, target, {"weather": attributes["weather"]})
     for value, row in frame.by_group.iterrows():
         for metric in BINARY_ORACLE:
             _close(report.slices[f"weather={value}"][metric], row[metric])
-    frame2 = _frame(probs, target, {"weather": attributes["weather"], "timeofday": attributes["timeofday"]})
+    frame2 = _frame(
+        probs, target, {"weather": attributes["weather"], "timeofday": attributes["timeofday"]}
+    )
     for (w, t), row in frame2.by_group.iterrows():
         name = f"weather={w}&timeofday={t}"
         for metric in BINARY_ORACLE:
             _close(report.slices[name][metric], row[metric])
-        assert report.slices[name]["count"] == np.sum((attributes["weather"] == w) & (attributes["timeofday"] == t))
+        assert report.slices[name]["count"] == np.sum(
+            (attributes["weather"] == w) & (attributes["timeofday"] == t)
+        )
     for metric in BINARY_ORACLE:
         _close(report.overall[metric], frame.overall[metric])
 
@@ -93,7 +102,9 @@ def test_indicators_match_fairlearn(dimension: str) -> None:
     probs, target, attributes = _data(3)
     y_pred = (probs >= 0.5).astype(int)
     names = dimension.split("&")
-    features = np.stack([attributes[n] for n in names], axis=1) if len(names) > 1 else attributes[names[0]]
+    features = (
+        np.stack([attributes[n] for n in names], axis=1) if len(names) > 1 else attributes[names[0]]
+    )
     report = slice_metrics(probs, target, attributes, task="binary", slices=[dimension])
     ours = report.indicators[dimension]
     kwargs = {"y_true": target, "y_pred": y_pred, "sensitive_features": features}
@@ -105,7 +116,9 @@ def test_indicators_match_fairlearn(dimension: str) -> None:
     _close(ours["equal_opportunity_ratio"], equal_opportunity_ratio(**kwargs))
     frame = MetricFrame(
         metrics={"accuracy": accuracy_score, "ppv": BINARY_ORACLE["ppv"]},
-        y_true=target, y_pred=y_pred, sensitive_features=features,
+        y_true=target,
+        y_pred=y_pred,
+        sensitive_features=features,
     )
     _close(ours["accuracy_difference"], frame.difference()["accuracy"])
     _close(ours["accuracy_ratio"], frame.ratio()["accuracy"])
@@ -119,7 +132,12 @@ def test_reference_group_matches_to_overall_with_reference() -> None:
         probs, target, attributes, task="binary", slices=["weather"], reference={"weather": "clear"}
     )
     y_pred = (probs >= 0.5).astype(int)
-    frame = MetricFrame(metrics=accuracy_score, y_true=target, y_pred=y_pred, sensitive_features=attributes["weather"])
+    frame = MetricFrame(
+        metrics=accuracy_score,
+        y_true=target,
+        y_pred=y_pred,
+        sensitive_features=attributes["weather"],
+    )
     by_group = frame.by_group
     ref = by_group["clear"]
     _close(report.indicators["weather"]["accuracy_difference"], float((by_group - ref).abs().max()))
@@ -142,8 +160,11 @@ def test_binned_attribute_matches_pandas_cut() -> None:
 
 def test_binned_values_out_of_range_are_left_out_of_that_dimension_only() -> None:
     report = slice_metrics(
-        [0.9, 0.1, 0.8, 0.3], [1, 0, 1, 1], {"age": [5.0, 17.9, -1.0, float("nan")]},
-        task="binary", slices=["age:0,18"],
+        [0.9, 0.1, 0.8, 0.3],
+        [1, 0, 1, 1],
+        {"age": [5.0, 17.9, -1.0, float("nan")]},
+        task="binary",
+        slices=["age:0,18"],
     )
     assert report.slices["age=[0,18]"]["count"] == 2
     assert report.overall["count"] == 4
@@ -165,7 +186,9 @@ def test_multiclass_matches_sklearn() -> None:
         _close(s["macro_recall"], balanced_accuracy_score(target[m], y_pred[m]))
         for k in range(c):
             _close(s[f"recall[{k}]"], float(np.mean(y_pred[m][target[m] == k] == k)))
-    frame = MetricFrame(metrics=accuracy_score, y_true=target, y_pred=y_pred, sensitive_features=group)
+    frame = MetricFrame(
+        metrics=accuracy_score, y_true=target, y_pred=y_pred, sensitive_features=group
+    )
     _close(report.indicators["group"]["accuracy_difference"], frame.difference())
     _close(report.indicators["group"]["accuracy_ratio"], frame.ratio())
 
@@ -173,14 +196,18 @@ def test_multiclass_matches_sklearn() -> None:
 def test_multiclass_labels_need_num_classes() -> None:
     with pytest.raises(ValueError, match="`num_classes` to be set"):
         slice_metrics([0, 1, 2], [0, 1, 1], {"g": ["a", "a", "b"]}, task="multiclass", slices=["g"])
-    report = slice_metrics([0, 1, 2], [0, 1, 1], {"g": ["a", "a", "b"]}, task="multiclass", slices=["g"], num_classes=3)
+    report = slice_metrics(
+        [0, 1, 2], [0, 1, 1], {"g": ["a", "a", "b"]}, task="multiclass", slices=["g"], num_classes=3
+    )
     assert report.slices["g=a"]["accuracy"] == 1.0
     assert math.isnan(report.slices["g=b"]["recall[0]"])
 
 
 def test_single_sample_and_undefined_rates_are_nan_not_zero() -> None:
     # slice "b" has one negative sample: its tpr (0/0) is undefined.
-    report = slice_metrics([0.9, 0.2, 0.7, 0.1], [1, 0, 1, 0], {"g": ["a", "a", "a", "b"]}, task="binary", slices=["g"])
+    report = slice_metrics(
+        [0.9, 0.2, 0.7, 0.1], [1, 0, 1, 0], {"g": ["a", "a", "a", "b"]}, task="binary", slices=["g"]
+    )
     single = report.slices["g=b"]
     assert single["count"] == 1
     assert math.isnan(single["tpr"]) and math.isnan(single["ppv"])
@@ -192,11 +219,15 @@ def test_single_sample_and_undefined_rates_are_nan_not_zero() -> None:
 
 def test_min_support_excludes_with_reason() -> None:
     probs, target, attributes = _data(8, n=400)
-    report = slice_metrics(probs, target, attributes, task="binary", slices=["weather"], min_support=50)
+    report = slice_metrics(
+        probs, target, attributes, task="binary", slices=["weather"], min_support=50
+    )
     small = [n for n in report.dimensions["weather"] if report.slices[n]["count"] < 50]
     assert small, "test data should have a small slice"
     for name in small:
-        assert report.excluded[name] == f"count {int(report.slices[name]['count'])} < min_support 50"
+        assert (
+            report.excluded[name] == f"count {int(report.slices[name]['count'])} < min_support 50"
+        )
     kept = [n for n in report.dimensions["weather"] if n not in small]
     accuracies = [report.slices[n]["accuracy"] for n in kept]
     _close(report.indicators["weather"]["accuracy_difference"], max(accuracies) - min(accuracies))
@@ -215,8 +246,14 @@ def test_property_counts_and_indicators_match_fairlearn(n: int, groups: int, see
     group = rng.integers(0, groups, n)
     report = slice_metrics(y_pred, y_true, {"g": group}, task="binary", slices=["g"])
     frame = MetricFrame(
-        metrics={"accuracy": accuracy_score, "selection_rate": selection_rate, "count": lambda t, p: len(t)},
-        y_true=y_true, y_pred=y_pred, sensitive_features=group,
+        metrics={
+            "accuracy": accuracy_score,
+            "selection_rate": selection_rate,
+            "count": lambda t, p: len(t),
+        },
+        y_true=y_true,
+        y_pred=y_pred,
+        sensitive_features=group,
     )
     for value, row in frame.by_group.iterrows():
         s = report.slices[f"g={value}"]
@@ -230,6 +267,9 @@ def test_property_counts_and_indicators_match_fairlearn(n: int, groups: int, see
             assert math.isnan(s["tpr"])
     if len(frame.by_group) >= 2:
         _close(report.indicators["g"]["accuracy_difference"], frame.difference()["accuracy"])
-        _close(report.indicators["g"]["demographic_parity_difference"], frame.difference()["selection_rate"])
+        _close(
+            report.indicators["g"]["demographic_parity_difference"],
+            frame.difference()["selection_rate"],
+        )
     else:
         assert math.isnan(report.indicators["g"]["accuracy_difference"])

@@ -113,20 +113,28 @@ def test_streaming_equals_one_shot_with_growing_vocabulary() -> None:
     metric = SlicedConfusion(task="binary", specs=specs)
     for start in range(0, n, 64):
         s = slice(start, start + 64)
-        metric.update(torch.tensor(probs[s]), torch.tensor(target[s]), {"w": list(w[s]), "t": list(t[s])})
+        metric.update(
+            torch.tensor(probs[s]), torch.tensor(target[s]), {"w": list(w[s]), "t": list(t[s])}
+        )
     got = metric.compute()
     for dim in ("w", "w&t"):
         names_e, counts_e = expected.dimensions[dim]
         names_g, counts_g = got.dimensions[dim]
-        assert dict(zip(names_e, counts_e.tolist(), strict=True)) == dict(zip(names_g, counts_g.tolist(), strict=True))
+        assert dict(zip(names_e, counts_e.tolist(), strict=True)) == dict(
+            zip(names_g, counts_g.tolist(), strict=True)
+        )
     assert got.overall.tolist() == expected.overall.tolist()
 
 
 def test_repeated_sample_ids_are_counted_once() -> None:
     specs = parse_slice_specs(["g"])
     metric = SlicedConfusion(task="binary", specs=specs)
-    metric.update(torch.tensor([0.9, 0.1]), torch.tensor([1, 1]), {"g": ["a", "b"]}, torch.tensor([0, 1]))
-    metric.update(torch.tensor([0.9, 0.6]), torch.tensor([1, 0]), {"g": ["a", "b"]}, torch.tensor([0, 2]))
+    metric.update(
+        torch.tensor([0.9, 0.1]), torch.tensor([1, 1]), {"g": ["a", "b"]}, torch.tensor([0, 1])
+    )
+    metric.update(
+        torch.tensor([0.9, 0.6]), torch.tensor([1, 0]), {"g": ["a", "b"]}, torch.tensor([0, 2])
+    )
     out = metric.compute()
     names, counts = out.dimensions["g"]
     assert names == ["g=a", "g=b"]
@@ -138,7 +146,9 @@ def test_invalid_rows_after_the_first_batch_are_reported_at_compute() -> None:
     metric = SlicedConfusion(task="binary", specs=parse_slice_specs(["g"]))
     metric.update(torch.tensor([0.9]), torch.tensor([1]), {"g": ["a"]})
     metric.update(torch.tensor([float("nan"), 1.5]), torch.tensor([1, 0]), {"g": ["a", "a"]})
-    with pytest.raises(ValueError, match="1 with preds containing NaN, 1 with binary probabilities outside"):
+    with pytest.raises(
+        ValueError, match="1 with preds containing NaN, 1 with binary probabilities outside"
+    ):
         metric.compute()
 
 

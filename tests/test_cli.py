@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_insight.cli import main
+
+CONFIG = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
+SMALL = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--data.num_train=64",
+    "--data.num_val=96",
+    "--data.num_test=64",
+    "--data.batch_size=32",
+]
+
+
+@pytest.mark.slow
+def test_fit_twice_in_the_same_folder_prints_summary_and_writes_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        main(["fit", "--config", str(CONFIG), *SMALL])
+    out = capsys.readouterr().out
+    assert out.count("[val epoch 0] accuracy") == 2
+    assert "worst slice: " in out and "largest gaps: " in out and "alerts: " in out
+    for version in ("version_0", "version_1"):
+        folder = tmp_path / "lightning_logs" / version
+        assert list(folder.glob("events.out.tfevents.*"))
+        with (folder / "insight" / "slices.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert {r["dimension"] for r in rows} >= {"weather", "weather&timeofday", "overall"}
+        assert (folder / "config.yaml").exists()
+
+
+@pytest.mark.slow
+def test_console_script_exits_zero_and_validate_subcommand(tmp_path: Path) -> None:
+    script = shutil.which("lightning-insight", path=str(Path(sys.executable).parent))
+    assert script is not None
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [script, "validate", "--config", str(CONFIG), *SMALL],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[val epoch 0] accuracy" in proc.stdout
+
+
+def test_bad_config_value_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"`task` to be one of"):
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIG),
+                *SMALL,
+                "--trainer.callbacks.init_args.task=regression",
+            ]
+        )
