@@ -9,6 +9,7 @@ A *slice* is one cell of a dimension, named ``dim=value`` with intersections joi
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ def _parse_attribute(text: str, spec: str) -> AttributeSpec:
         raise ValueError(
             f"Expected at least two bin edges for {name!r} in slice spec {spec!r}, but got {edges_text!r}."
         )
-    if any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=True)):
+    if any(b <= a for a, b in itertools.pairwise(edges)):
         raise ValueError(
             f"Expected strictly increasing bin edges for {name!r} in slice spec {spec!r}, "
             f"but got {edges_text!r}."
@@ -131,17 +132,25 @@ def parse_slice_spec(spec: str | SliceSpec) -> SliceSpec:
     if isinstance(spec, SliceSpec):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"Expected a slice spec to be a string like 'weather&timeofday', but got {spec!r}.")
+        raise TypeError(
+            f"Expected a slice spec to be a string like 'weather&timeofday', but got {spec!r}."
+        )
     if not spec.strip():
-        raise ValueError("Expected a slice spec to be a non-empty string like 'weather', but got ''.")
+        raise ValueError(
+            "Expected a slice spec to be a non-empty string like 'weather', but got ''."
+        )
     attributes = tuple(_parse_attribute(part, spec) for part in spec.split("&"))
     names = [a.name for a in attributes]
     if len(set(names)) != len(names):
-        raise ValueError(f"Expected each attribute at most once in slice spec {spec!r}, but got {names}.")
+        raise ValueError(
+            f"Expected each attribute at most once in slice spec {spec!r}, but got {names}."
+        )
     return SliceSpec(attributes=attributes)
 
 
-def parse_slice_specs(specs: str | SliceSpec | list[str | SliceSpec] | tuple[str | SliceSpec, ...]) -> tuple[SliceSpec, ...]:
+def parse_slice_specs(
+    specs: str | SliceSpec | list[str | SliceSpec] | tuple[str | SliceSpec, ...],
+) -> tuple[SliceSpec, ...]:
     """Parse several slice specs, rejecting duplicates and an empty list.
 
     Raises:
@@ -156,5 +165,7 @@ def parse_slice_specs(specs: str | SliceSpec | list[str | SliceSpec] | tuple[str
     names = [p.name for p in parsed]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"Expected argument `slices` to name each dimension once, but got {duplicates} twice.")
+        raise ValueError(
+            f"Expected argument `slices` to name each dimension once, but got {duplicates} twice."
+        )
     return parsed
