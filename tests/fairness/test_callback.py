@@ -447,3 +447,29 @@ def test_wandb_offline_run_gets_the_tables(
     assert (tmp_path / "insight" / "slices.csv").exists() or list(
         tmp_path.rglob("insight/slices.csv")
     )
+
+
+def test_tensorboard_gets_scalars_and_plugin_json_for_every_epoch(
+    tmp_path: Path, tensorboard_reader: Any
+) -> None:
+    from lightning_insight.sinks._tb_summary import PLUGIN_NAME, decode_json_tensor
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb", default_hp_metric=False)
+    monitor = FairnessMonitor("binary", ["weather", "weather&timeofday"], min_support=1)
+    _trainer(tmp_path, [monitor], logger=logger, max_epochs=3).fit(_model(), _data())
+    logger.experiment.flush()
+    reader = tensorboard_reader(Path(logger.log_dir))
+    tensors = next(iter(reader.read_tensors(PLUGIN_NAME).values()))
+    reports = tensors["insight/report"]
+    assert [d.step for d in reports] == [2, 4, 6]
+    payload = decode_json_tensor(reports[-1].numpy)
+    assert (
+        payload["slices"]["weather=foggy"]["count"]
+        == monitor.history[-1].slices["weather=foggy"]["count"]
+    )
+    scalars = next(iter(reader.read_scalars().values()))
+    gap = scalars["insight/gap/weather/accuracy_difference"]
+    assert [d.step for d in gap] == [2, 4, 6]
+    assert gap[-1].value == pytest.approx(
+        monitor.history[-1].indicators["weather"]["accuracy_difference"], abs=1e-6
+    )
