@@ -219,10 +219,12 @@ class SliceReport:
         gaps.sort(reverse=True)
         shown = ", ".join(f"{d} {k} {v:.4g}" for v, d, k in gaps[:top]) or "undefined"
         lines.append(f"  largest gaps: {shown}")
-        lines.append(
-            "  alerts: "
-            + ("; ".join(f"{a.rule} ({a.dimension}: {a.value:.4g})" for a in alerts) or "none")
-        )
+        by_rule: dict[str, list[str]] = {}
+        for alert in alerts:
+            where = alert.slice or alert.dimension
+            by_rule.setdefault(alert.rule, []).append(f"{where} {alert.value:.4g}")
+        fired = "; ".join(f"{rule} on {', '.join(places)}" for rule, places in by_rule.items())
+        lines.append(f"  alerts: {fired or 'none'}")
         return "\n".join(lines)
 
     def markdown(self, metrics: tuple[str, ...] | None = None) -> str:
