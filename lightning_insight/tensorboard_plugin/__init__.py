@@ -26,4 +26,4 @@ class InsightBoardLoader(base_plugin.TBLoader):  # type: ignore[misc]
 
     def load(self, context: Any) -> None:
         """No InsightBoard tab yet: the JSON reports are readable through the data provider."""
-        return None
+        return
