@@ -23,7 +23,7 @@ from lightning_insight.datasets import SceneClassifier, ScenesDataModule
 
 SLICES = ["weather", "timeofday", "weather&timeofday"]
 # the contract from ARCHITECTURE.md, spelled out rather than imported
-CSV_HEADER = "epoch,step,source,dimension,slice,metric,value,count".split(",")
+CSV_HEADER = ["epoch", "step", "source", "dimension", "slice", "metric", "value", "count"]
 
 
 def _data(**kwargs: Any) -> ScenesDataModule:
