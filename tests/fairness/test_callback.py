@@ -457,3 +457,25 @@ def test_tensorboard_gets_scalars_and_plugin_json_for_every_epoch(
     assert gap[-1].value == pytest.approx(
         monitor.history[-1].indicators["weather"]["accuracy_difference"], abs=1e-6
     )
+
+
+def test_early_stopping_and_checkpointing_can_monitor_headline_keys(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    monitor = FairnessMonitor("binary", SLICES, min_support=1, sinks=[MemorySink()])
+    stopper = EarlyStopping(
+        monitor="insight/worst/accuracy", mode="max", patience=0, min_delta=1.0, strict=True
+    )
+    best = ModelCheckpoint(
+        dirpath=tmp_path / "best",
+        monitor="insight/gap/weather/equalized_odds_difference",
+        mode="min",
+    )
+    trainer = _trainer(tmp_path, [monitor, stopper, best], enable_checkpointing=True, max_epochs=5)
+    trainer.fit(_model(), _data())
+    assert (
+        trainer.current_epoch == 2
+    )  # no epoch improves worst accuracy by min_delta=1.0: stop after patience
+    assert len(monitor.history) == 2
+    expected = min(r.indicators["weather"]["equalized_odds_difference"] for r in monitor.history)
+    assert float(best.best_model_score) == pytest.approx(expected, abs=1e-6)
