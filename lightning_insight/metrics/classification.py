@@ -20,14 +20,38 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from lightning_insight.slicing.index import OVERALL, Gather, Layout, SliceIndex
+from lightning_insight.slicing.index import (
+    _CHUNK_ROWS,
+    _INT_DTYPES,
+    OVERALL,
+    Gather,
+    Layout,
+    SliceIndex,
+    _JointCounts,
+    _within,
+)
 from lightning_insight.slicing.spec import SliceSpec
 
 TASKS = ("binary", "multiclass")
-BINARY_METRICS = ("accuracy", "tpr", "fpr", "tnr", "fnr", "ppv", "npv", "f1", "selection_rate", "count")
+BINARY_METRICS = (
+    "accuracy",
+    "tpr",
+    "fpr",
+    "tnr",
+    "fnr",
+    "ppv",
+    "npv",
+    "f1",
+    "selection_rate",
+    "count",
+)
 MULTICLASS_METRICS = ("accuracy", "macro_f1", "macro_recall", "count")
 # Reasons a row is not counted, in the order of the `invalid` state.
-_INVALID_REASONS = ("preds containing NaN", "binary probabilities outside [0, 1]", "target values outside the task's range")
+_INVALID_REASONS = (
+    "preds containing NaN",
+    "binary probabilities outside [0, 1]",
+    "target values outside the task's range",
+)
 
 
 def _check_task(task: str) -> None:
@@ -45,11 +69,22 @@ def num_cells(task: str, num_classes: int | None) -> int:
 
 def _as_tensor(value: Any, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
-        return value.detach()
+        return value.detach() if value.requires_grad else value
     try:
         return torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError):
-        raise TypeError(f"Expected argument `{name}` to be a tensor or array, but got {type(value).__name__}.") from None
+        raise TypeError(
+            f"Expected argument `{name}` to be a tensor or array, but got {type(value).__name__}."
+        ) from None
+
+
+def _to(
+    tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``tensor.to(device, dtype)``, skipping the call (a dispatch) when it would do nothing."""
+    if tensor.device == device and (dtype is None or tensor.dtype == dtype):
+        return tensor
+    return tensor.to(device=device, dtype=dtype)
 
 
 def _format(
@@ -86,22 +121,81 @@ def _format(
                 "shape (N,), but got None. HINT: pass num_classes, or pass scores of shape (N, C)."
             )
     else:
-        raise ValueError(f"Expected `preds` of shape (N,) or (N, C) for task='multiclass', but got {tuple(preds.shape)}.")
+        raise ValueError(
+            f"Expected `preds` of shape (N,) or (N, C) for task='multiclass', but got {tuple(preds.shape)}."
+        )
     if target.ndim != 1 or target.shape[0] != preds.shape[0]:
         raise ValueError(
             f"Expected `target` of shape ({preds.shape[0]},) matching `preds`, but got {tuple(target.shape)}."
         )
     if num_classes is not None and num_classes < 2:
-        raise ValueError(f"Expected argument `num_classes` to be an int >= 2, but got {num_classes}.")
+        raise ValueError(
+            f"Expected argument `num_classes` to be an int >= 2, but got {num_classes}."
+        )
     return preds, target, num_classes
 
 
-def _validate(preds: torch.Tensor, target: torch.Tensor, *, task: str, num_classes: int | None) -> None:
+# Bit patterns of +0.0 and 1.0: a float in [0, 1] (not -0.0, not NaN) has its pattern, read as a signed
+# integer, between the two, so one integer min/max over the raw bits checks range and NaN together.
+_UNIT_BITS = {
+    torch.float32: (torch.int32, 0x3F800000),
+    torch.float64: (torch.int64, 0x3FF0000000000000),
+}
+
+
+def _bounds(values: torch.Tensor) -> tuple[int, int]:
+    low, high = torch.aminmax(values)
+    return int(low), int(high)
+
+
+def _in_unit_interval(preds: torch.Tensor) -> bool:
+    """Every value in [0, 1] and none NaN (``False`` may be wrong only for -0.0, which is valid)."""
+    bits = _UNIT_BITS.get(preds.dtype)
+    if bits is None:
+        return False
+    low, high = _bounds(preds.view(bits[0]))
+    return low >= 0 and high <= bits[1]
+
+
+def _surely_valid(
+    preds: torch.Tensor, target: torch.Tensor, *, task: str, num_classes: int | None
+) -> bool:
+    """One min/max per tensor instead of the checks of :func:`_validate`; ``False`` means "look closer"."""
+    if not preds.numel() or target.dtype not in _INT_DTYPES:
+        return False
+    low, high = _bounds(target)
+    if task == "binary":
+        if preds.is_floating_point():
+            return low >= 0 and high <= 1 and _in_unit_interval(preds)
+        if preds.dtype not in _INT_DTYPES:
+            return False
+        p_low, p_high = _bounds(preds)
+        return low >= 0 and high <= 1 and p_low >= 0 and p_high <= 1
+    assert num_classes is not None
+    if not 0 <= low <= high < num_classes:
+        return False
+    if preds.is_floating_point():
+        return bool(torch.isfinite(preds.sum()))  # NaN or inf anywhere makes the sum non-finite
+    if preds.dtype not in _INT_DTYPES:
+        return False
+    p_low, p_high = _bounds(preds)
+    return p_low >= 0 and p_high < num_classes
+
+
+def _validate(
+    preds: torch.Tensor, target: torch.Tensor, *, task: str, num_classes: int | None
+) -> None:
     """Eager checks with clear messages (each reads values back to the host: a sync on accelerators)."""
+    if _surely_valid(preds, target, task=task, num_classes=num_classes):
+        return
     if target.is_floating_point():
-        raise ValueError(f"Expected `target` to hold integer class labels, but got non-integer values such as {target[:3].tolist()}.")
+        raise ValueError(
+            f"Expected `target` to hold integer class labels, but got non-integer values such as {target[:3].tolist()}."
+        )
     if preds.is_floating_point() and bool(torch.isnan(preds).any()):
-        raise ValueError(f"Expected `preds` without NaN, but got {int(torch.isnan(preds).sum())} NaN values.")
+        raise ValueError(
+            f"Expected `preds` without NaN, but got {int(torch.isnan(preds).sum())} NaN values."
+        )
     if task == "binary":
         if preds.is_floating_point() and bool(((preds < 0) | (preds > 1)).any()):
             bad = preds[(preds < 0) | (preds > 1)]
@@ -110,10 +204,12 @@ def _validate(preds: torch.Tensor, target: torch.Tensor, *, task: str, num_class
                 f"values such as {bad[:3].tolist()}. HINT: apply torch.sigmoid to logits first."
             )
         if not preds.is_floating_point() and bool(((preds != 0) & (preds != 1)).any()):
-            raise ValueError(f"Expected hard `preds` for task='binary' in {{0, 1}}, but got {sorted(set(preds.unique().tolist()))}.")
+            raise ValueError(
+                f"Expected hard `preds` for task='binary' in {{0, 1}}, but got {sorted(set(torch.unique(preds).tolist()))}."
+            )
         if bool(((target != 0) & (target != 1)).any()):
             raise ValueError(
-                f"Expected `target` for task='binary' in {{0, 1}}, but got values {sorted(set(target.unique().tolist()))}."
+                f"Expected `target` for task='binary' in {{0, 1}}, but got values {sorted(set(torch.unique(target).tolist()))}."
             )
         return
     assert num_classes is not None
@@ -123,49 +219,171 @@ def _validate(preds: torch.Tensor, target: torch.Tensor, *, task: str, num_class
             f"{target[(target < 0) | (target >= num_classes)][:3].tolist()}."
         )
     if not preds.is_floating_point() and bool(((preds < 0) | (preds >= num_classes)).any()):
-        raise ValueError(f"Expected label `preds` in [0, {num_classes}), but got out-of-range values.")
+        raise ValueError(
+            f"Expected label `preds` in [0, {num_classes}), but got out-of-range values."
+        )
 
 
 def _cells(
-    preds: torch.Tensor, target: torch.Tensor, *, task: str, num_classes: int | None, threshold: float
+    preds: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    task: str,
+    num_classes: int | None,
+    threshold: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Confusion cell of each sample, its validity, and per-reason invalid counts (all on device).
+    """Confusion cell of each sample (0 where invalid), the invalid rows, per-reason invalid counts.
 
-    Nothing here reads a value back to the host, so it adds no synchronisation.
+    All on the device: nothing here reads a value back to the host, so it adds no synchronisation.
     """
-    target = target.to(torch.int64)
-    nan = torch.isnan(preds) if preds.is_floating_point() else torch.zeros_like(target, dtype=torch.bool)
+    # Few ops: this runs on every batch of a streaming update, where each op's fixed cost dominates.
+    if target.dtype != torch.int64:
+        target = target.to(torch.int64)
+    floating = preds.is_floating_point()
     if task == "binary":
-        if preds.is_floating_point():
-            out_of_range = (preds < 0) | (preds > 1)
-            hard = (preds >= threshold).to(torch.int64)
+        per_target = 2
+        bad_target = target.bitwise_and(-2) != 0  # any bit but the lowest: not in {0, 1}
+        if floating:
+            nan = torch.isnan(preds)
+            out_of_range = (preds < 0) | (preds > 1)  # False for NaN
+            hard = preds >= threshold
+        else:
+            nan = None
+            hard = preds.to(torch.int64)
+            out_of_range = hard.bitwise_and(-2) != 0
+    else:
+        assert num_classes is not None
+        per_target = num_classes
+        bad_target = (target < 0) | (target >= num_classes)
+        if preds.ndim == 2:
+            hard = preds.argmax(dim=1)
+            nan = torch.isnan(preds).any(dim=1) if floating else None
+            out_of_range = None
         else:
             hard = preds.to(torch.int64)
-            out_of_range = (hard != 0) & (hard != 1)
-        bad_target = (target != 0) & (target != 1)
-        cells = 2 * target + hard
+            nan = torch.isnan(preds) if floating else None
+            out_of_range = (hard < 0) | (hard >= num_classes)
+            if nan is not None:
+                out_of_range &= ~nan  # a NaN label is counted as NaN only
+    cells = torch.add(hard, target, alpha=per_target)
+    if nan is None or out_of_range is None:
+        none = torch.zeros_like(bad_target)
+        nan = none if nan is None else nan
+        out_of_range = none if out_of_range is None else out_of_range
+    flags = torch.stack([nan, out_of_range, bad_target])
+    excluded = flags.any(dim=0)
+    return cells.masked_fill_(excluded, 0), excluded, flags.sum(dim=1)
+
+
+def _slab_cells(
+    preds: torch.Tensor,
+    target: torch.Tensor,
+    cells: torch.Tensor,
+    scratch: torch.Tensor,
+    *,
+    task: str,
+    num_classes: int | None,
+    threshold: float,
+) -> bool:
+    """Write the int32 confusion cells of a slab of rows into ``cells``, checking the rows on the way.
+
+    Returns ``False`` unless every row is surely valid (then :func:`_validate` must look closer).
+    """
+    if task == "binary":
+        if preds.is_floating_point():
+            if not _in_unit_interval(preds):
+                return False
+            torch.ge(preds, threshold, out=cells)
+        else:
+            if not _within(preds, 0, 2):
+                return False
+            cells.copy_(preds)
+        per_target = 2
     else:
         assert num_classes is not None
         if preds.ndim == 2:
-            hard = preds.argmax(dim=1)
-            if preds.is_floating_point():
-                nan = nan.any(dim=1)
-            out_of_range = torch.zeros_like(target, dtype=torch.bool)
+            if not bool(torch.isfinite(preds.sum())):
+                return False
+            cells.copy_(preds.argmax(dim=1))
         else:
-            hard = preds.to(torch.int64)
-            out_of_range = (hard < 0) | (hard >= num_classes)
-        bad_target = (target < 0) | (target >= num_classes)
-        cells = target * num_classes + hard
-    valid = ~(nan | out_of_range | bad_target)
-    invalid = torch.stack([nan.sum(), (out_of_range & ~nan).sum(), bad_target.sum()])
-    return torch.where(valid, cells, 0), valid, invalid
+            if not _within(preds, 0, num_classes):
+                return False
+            cells.copy_(preds)
+        per_target = num_classes
+    if not _within(target, 0, per_target):
+        return False
+    scratch.copy_(target)
+    torch.add(cells, scratch, alpha=per_target, out=cells)
+    return True
+
+
+def _joint_slice_counts(
+    preds: torch.Tensor,
+    target: torch.Tensor,
+    attributes: Mapping[str, Any],
+    *,
+    task: str,
+    specs: Sequence[SliceSpec],
+    threshold: float,
+    num_classes: int | None,
+    max_slices: int,
+) -> SliceCounts | None:
+    """:func:`slice_counts` with the checks fused into one pass over the rows, slab by slab.
+
+    Each slab's rows get one code over (attribute values, cell) and one histogram; dimensions and the
+    overall counts are sums of that joint count. Returns ``None`` wherever the exact path must decide (rows that may be
+    invalid, attribute errors, a joint count too large to be cheap), never a different answer.
+    """
+    rows = int(preds.shape[0])
+    supported = preds.dtype in _INT_DTYPES or preds.dtype in _UNIT_BITS
+    if not rows or not supported or target.dtype not in _INT_DTYPES:
+        return None
+    if task == "multiclass" and preds.ndim == 1 and preds.is_floating_point():
+        return None
+    index = SliceIndex(specs, max_slices=max_slices)
+    axes = index._joint_axes(attributes, rows, preds.device)
+    if axes is None:
+        return None
+    target = target.to(preds.device)
+    # Past this size the sums that turn the joint count into dimensions cost more than the rows.
+    joint = _JointCounts(
+        axes, num_cells(task, num_classes), max_size=max(1 << 12, min(1 << 22, rows // 4))
+    )
+    step = _CHUNK_ROWS if preds.device.type == "cpu" else rows
+    buffers = [
+        torch.empty(min(step, rows), dtype=torch.int32, device=preds.device) for _ in range(3)
+    ]
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        if stop - start < buffers[0].shape[0]:  # the last, shorter slab
+            buffers = [b[: stop - start] for b in buffers]
+        cells, code, scratch = buffers
+        if not _slab_cells(
+            preds[start:stop],
+            target[start:stop],
+            cells,
+            code,
+            task=task,
+            num_classes=num_classes,
+            threshold=threshold,
+        ):
+            return None
+        if not joint.add(start, stop, cells, code, scratch):
+            return None
+    laid_out = index._joint_flat(joint, rows)
+    if laid_out is None:
+        return None
+    flat, layout = laid_out
+    return _read_counts(index, flat.cpu().numpy(), layout, task, num_classes)
 
 
 def _count(flat: torch.Tensor, size: int) -> torch.Tensor:
     if flat.device.type == "cpu":
         return torch.bincount(flat, minlength=size)
     # bincount sizes its output from the max index (a device->host sync); index_add does not.
-    return torch.zeros(size, dtype=torch.int64, device=flat.device).index_add_(0, flat, torch.ones_like(flat))
+    return torch.zeros(size, dtype=torch.int64, device=flat.device).index_add_(
+        0, flat, torch.ones_like(flat)
+    )
 
 
 @dataclass(slots=True)
@@ -185,7 +403,9 @@ class SliceCounts:
     dimensions: dict[str, tuple[list[str], np.ndarray]]
 
 
-def _read_counts(index: SliceIndex, flat: np.ndarray, layout: Layout, task: str, num_classes: int | None) -> SliceCounts:
+def _read_counts(
+    index: SliceIndex, flat: np.ndarray, layout: Layout, task: str, num_classes: int | None
+) -> SliceCounts:
     k = layout.num_cells
     overall = flat[0:k].copy()
     dimensions: dict[str, tuple[list[str], np.ndarray]] = {}
@@ -215,23 +435,42 @@ def slice_counts(
     """
     _check_task(task)
     preds_t, target_t, num_classes = _format(preds, target, task=task, num_classes=num_classes)
+    fast = _joint_slice_counts(
+        preds_t,
+        target_t,
+        attributes,
+        task=task,
+        specs=specs,
+        threshold=threshold,
+        num_classes=num_classes,
+        max_slices=max_slices,
+    )
+    if fast is not None:
+        return fast
     _validate(preds_t, target_t, task=task, num_classes=num_classes)
     index = SliceIndex(specs, max_slices=max_slices)
     ids = index.attribute_ids(attributes, int(preds_t.shape[0]), preds_t.device)
     remaps = index.align(None)
     ids = {k: remaps[k][v] if k in remaps else v for k, v in ids.items()}
     layout = index.layout(num_cells(task, num_classes))
-    cells, valid, _ = _cells(preds_t, target_t, task=task, num_classes=num_classes, threshold=threshold)
-    flat = _count(index.bins(ids, cells, valid, layout), layout.num_slots + 1)
+    cells, excluded, _ = _cells(
+        preds_t, target_t, task=task, num_classes=num_classes, threshold=threshold
+    )
+    codes = index._flat_codes(ids, cells, excluded, layout, categorical_ids_checked=True)
+    flat = _count(codes, layout.num_slots + 1)
     return _read_counts(index, flat.cpu().numpy(), layout, task, num_classes)
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
+        return np.where(
+            denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan
+        )
 
 
-def classification_metrics(counts: np.ndarray, *, task: str, num_classes: int | None = None) -> dict[str, np.ndarray]:
+def classification_metrics(
+    counts: np.ndarray, *, task: str, num_classes: int | None = None
+) -> dict[str, np.ndarray]:
     """Metrics of every slice from its confusion counts; 0/0 is NaN, never 0.
 
     Args:
@@ -358,7 +597,11 @@ class SlicedConfusion(Metric):
             raise RuntimeError("SlicedConfusion needs `num_classes` before counting.")
         layout = self.index.layout(num_cells(self.task, self.num_classes))
         if self._layout is None:
-            self.counts = torch.zeros(layout.num_slots + 1, dtype=torch.int64, device=self.counts.device)
+            self.counts = torch.zeros(
+                layout.num_slots + 1, dtype=torch.int64, device=self.counts.device
+            )
+        elif layout is self._layout:
+            return layout
         elif layout != self._layout:
             self.counts = self.index.relayout(self.counts, self._layout, layout)
         self._layout = layout
@@ -379,7 +622,9 @@ class SlicedConfusion(Metric):
             attributes: attribute name -> ``N`` values.
             sample_ids: integer id per sample; repeated ids are counted once at ``compute``.
         """
-        preds_t, target_t, num_classes = _format(preds, target, task=self.task, num_classes=self.num_classes)
+        preds_t, target_t, num_classes = _format(
+            preds, target, task=self.task, num_classes=self.num_classes
+        )
         if num_classes is not None and self.num_classes is None:
             self.num_classes = num_classes
         if not self._checked:
@@ -389,16 +634,25 @@ class SlicedConfusion(Metric):
         n = int(preds_t.shape[0])
         ids = self.index.attribute_ids(attributes, n, device)
         layout = self._ensure_layout()
-        cells, valid, invalid = _cells(
-            preds_t.to(device), target_t.to(device), task=self.task, num_classes=self.num_classes, threshold=self.threshold
+        # Every op here runs once per batch, so even no-op `to` calls are skipped.
+        cells, excluded, invalid = _cells(
+            _to(preds_t, device),
+            _to(target_t, device),
+            task=self.task,
+            num_classes=self.num_classes,
+            threshold=self.threshold,
         )
-        self.invalid += invalid
-        self.counts += _count(self.index.bins(ids, cells, valid, layout), layout.num_slots + 1)
+        # In place, as `+=` would be, without nn.Module.__setattr__.
+        self.invalid.add_(invalid)
+        codes = self.index._flat_codes(ids, cells, excluded, layout, categorical_ids_checked=True)
+        self.counts.add_(_count(codes, layout.num_slots + 1))
         if sample_ids is not None:
-            sid = _as_tensor(sample_ids, "sample_ids").reshape(-1).to(device=device, dtype=torch.int64)
+            sid = _to(_as_tensor(sample_ids, "sample_ids").reshape(-1), device, torch.int64)
             if sid.shape[0] != n:
-                raise ValueError(f"Expected one sample id per prediction ({n}), but got {sid.shape[0]}.")
-            columns = [torch.where(valid, cells, -1)] + [ids[k] for k in self._attribute_keys]
+                raise ValueError(
+                    f"Expected one sample id per prediction ({n}), but got {sid.shape[0]}."
+                )
+            columns = [cells.masked_fill(excluded, -1)] + [ids[k] for k in self._attribute_keys]
             self.ledger_ids.append(sid)
             self.ledger_rows.append(torch.stack(columns, dim=1))
 
@@ -450,15 +704,22 @@ class SlicedConfusion(Metric):
         layout = self._ensure_layout()
         invalid = self.invalid.tolist()
         if any(invalid):
-            details = ", ".join(f"{n} with {r}" for n, r in zip(invalid, _INVALID_REASONS, strict=True) if n)
+            details = ", ".join(
+                f"{n} with {r}" for n, r in zip(invalid, _INVALID_REASONS, strict=True) if n
+            )
             raise ValueError(f"Expected valid predictions and targets, but got rows {details}.")
         counts = self.counts
-        ids = self.ledger_ids
-        if isinstance(ids, list):
-            ids = torch.cat(ids) if ids else None
-            rows = torch.cat(self.ledger_rows) if self.ledger_rows else None
+        # Lists while counting; torchmetrics turns them into tensors when it syncs ("cat").
+        ledger_ids: list[torch.Tensor] | torch.Tensor = self.ledger_ids
+        ledger_rows: list[torch.Tensor] | torch.Tensor = self.ledger_rows
+        ids: torch.Tensor | None
+        rows: torch.Tensor | None
+        if isinstance(ledger_ids, list):
+            ids = torch.cat(ledger_ids) if ledger_ids else None
+            rows = torch.cat(ledger_rows) if isinstance(ledger_rows, list) and ledger_rows else None
         else:
-            rows = self.ledger_rows
+            ids = ledger_ids
+            rows = ledger_rows if isinstance(ledger_rows, torch.Tensor) else None
         if ids is not None and rows is not None and ids.numel():
             order = torch.argsort(ids, stable=True)
             ordered = ids[order]
@@ -476,7 +737,9 @@ class SlicedConfusion(Metric):
         super().reset()
         self._checked = False
         if self._layout is not None:
-            self.counts = torch.zeros(self._layout.num_slots + 1, dtype=torch.int64, device=self.counts.device)
+            self.counts = torch.zeros(
+                self._layout.num_slots + 1, dtype=torch.int64, device=self.counts.device
+            )
 
 
 __all__ = [

@@ -97,3 +97,73 @@ def test_shapes_and_task_are_checked() -> None:
         metric.update(torch.rand(2, 3), torch.tensor([0, 1]), {"g": ["a", "b"]})
     with pytest.raises(ValueError, match=r"one sample id per prediction \(2\), but got 3"):
         metric.update(torch.rand(2), torch.tensor([0, 1]), {"g": ["a", "b"]}, torch.arange(3))
+
+
+def _as_dict(counts: object) -> dict[str, dict[str, list[int]]]:
+    return {
+        dim: dict(zip(names, block.tolist(), strict=True))
+        for dim, (names, block) in counts.dimensions.items()  # type: ignore[attr-defined]
+    }
+
+
+CASES = [
+    (["a", "c"], True),  # widening int range across chunks, negative values, an int16 array
+    (["a", "age:0,18,65"], True),  # bins with values outside them
+    (["d", "b"], True),  # strings and a bool tensor
+    (["a", "b&c", "d&age:0,18,65", "c"], False),  # joint count too large for its rows: exact path
+]
+
+
+@pytest.mark.parametrize("chunk", [64, 1000, 1 << 16])
+@pytest.mark.parametrize(("slices", "joint"), CASES)
+def test_one_shot_joint_path_equals_streaming_path_across_chunks(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, slices: list[str], joint: bool
+) -> None:
+    import lightning_insight.metrics.classification as classification
+    from lightning_insight.metrics.classification import slice_counts
+
+    monkeypatch.setattr(classification, "_CHUNK_ROWS", chunk)
+    rng = np.random.default_rng(chunk)
+    n = 5000
+    a = torch.from_numpy(rng.integers(-3, 3, n) * np.linspace(1, 40, n).astype(np.int64))
+    b = torch.from_numpy(rng.random(n) < 0.3)
+    c = rng.integers(0, 5, n).astype(np.int16)
+    d = rng.choice(["x", "y", "z"], n).tolist()
+    age = torch.from_numpy(rng.uniform(-10, 100, n))
+    attributes = {"a": a, "b": b, "c": c, "d": d, "age": age}
+    preds = torch.from_numpy(rng.random(n))
+    target = torch.from_numpy(rng.integers(0, 2, n))
+    specs = parse_slice_specs(slices)
+    taken = classification._joint_slice_counts(
+        preds,
+        target,
+        attributes,
+        task="binary",
+        specs=specs,
+        threshold=0.5,
+        num_classes=None,
+        max_slices=1000,
+    )
+    assert (taken is not None) == joint
+    one_shot = slice_counts(preds, target, attributes, task="binary", specs=specs)
+    metric = SlicedConfusion(task="binary", specs=specs)
+    for start in range(0, n, 512):
+        s = slice(start, start + 512)
+        metric.update(preds[s], target[s], {k: v[s] for k, v in attributes.items()})
+    streamed = metric.compute()
+    assert _as_dict(one_shot) == _as_dict(streamed)
+    assert one_shot.overall.tolist() == streamed.overall.tolist()
+    y_pred = (preds.numpy() >= 0.5).astype(int)
+    for dim in one_shot.dimensions:
+        if "&" in dim or ":" in dim:
+            continue
+        names, block = one_shot.dimensions[dim]
+        raw = (
+            np.asarray(attributes[dim]).astype(str)
+            if dim != "b"
+            else np.asarray(attributes[dim]).astype(bool).astype(str)
+        )
+        for name, row in zip(names, block.tolist(), strict=True):
+            m = raw == name.split("=")[1]
+            cells = 2 * target.numpy()[m] + y_pred[m]
+            assert row == np.bincount(cells, minlength=4).tolist(), name
