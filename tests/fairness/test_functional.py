@@ -273,3 +273,102 @@ def test_property_counts_and_indicators_match_fairlearn(n: int, groups: int, see
         )
     else:
         assert math.isnan(report.indicators["g"]["accuracy_difference"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {"task": "detection"},
+            ValueError,
+            r"`task` to be one of \['binary', 'multiclass'\], but got 'detection'",
+        ),
+        ({"metrics": ["auc"]}, ValueError, r"unknown \['auc'\]"),
+        (
+            {"indicators": ["map_ratio"]},
+            ValueError,
+            r"`indicators` to name indicators of task='binary'.*unknown \['map_ratio'\]",
+        ),
+        ({"min_support": 0}, ValueError, r"`min_support` to be an int >= 1, but got 0"),
+        ({"threshold": 1.7}, ValueError, r"`threshold` to be a float in \[0, 1\], but got 1.7"),
+        ({"reference": "clear"}, TypeError, r"`reference` to map dimension -> slice"),
+        (
+            {"reference": {"scene": "city"}},
+            ValueError,
+            r"dimensions from `slices` \['g'\], but got \['scene'\]",
+        ),
+        ({"preds": [0.2, float("nan"), 0.4]}, ValueError, r"without NaN, but got 1 NaN values"),
+        ({"preds": [0.2, 1.5, 0.4]}, ValueError, r"probabilities in \[0, 1\].*\[1.5\]"),
+        (
+            {"preds": [0, 2, 1]},
+            ValueError,
+            r"hard `preds` for task='binary' in \{0, 1\}, but got \[0, 1, 2\]",
+        ),
+        (
+            {"target": [0, 1, 3]},
+            ValueError,
+            r"`target` for task='binary' in \{0, 1\}, but got values \[0, 1, 3\]",
+        ),
+        ({"target": [0.5, 1, 0]}, ValueError, r"integer class labels, but got non-integer values"),
+        (
+            {"preds": [[0.2, 0.8]] * 3},
+            ValueError,
+            r"shape \(N,\) for task='binary', but got preds \(3, 2\)",
+        ),
+        ({"preds": object()}, TypeError, r"`preds` to be a tensor or array, but got object"),
+        (
+            {"attributes": {"g": ["a", "b"]}},
+            ValueError,
+            r"one value per prediction \(3\), but got 2 values",
+        ),
+        (
+            {"attributes": {"h": [1, 2, 3]}},
+            RuntimeError,
+            r"Expected attribute 'g'.*found were \['h'\]",
+        ),
+        (
+            {"task": "multiclass", "num_classes": 3, "preds": [[0.2, 0.8]] * 3},
+            ValueError,
+            r"\(N, num_classes=3\), but got \(3, 2\)",
+        ),
+        (
+            {"task": "multiclass", "num_classes": 2, "target": [0, 1, 2]},
+            ValueError,
+            r"task='multiclass' in \[0, 2\), but got values such as \[2\]",
+        ),
+        (
+            {"task": "multiclass", "num_classes": 1},
+            ValueError,
+            r"`num_classes` to be an int >= 2, but got 1",
+        ),
+        (
+            {"task": "multiclass", "num_classes": 2, "preds": [0, 1, 5]},
+            ValueError,
+            r"label `preds` in \[0, 2\)",
+        ),
+        (
+            {"task": "multiclass", "preds": np.zeros((3, 2, 2))},
+            ValueError,
+            r"shape \(N,\) or \(N, C\) for task='multiclass'",
+        ),
+        (
+            {"task": "multiclass", "preds": [[0.2, 0.8]] * 2},
+            ValueError,
+            r"`target` of shape \(2,\) matching `preds`, but got \(3,\)",
+        ),
+    ],
+)
+def test_bad_input_errors(kwargs: dict[str, object], error: type[Exception], match: str) -> None:
+    call: dict[str, object] = {
+        "preds": [0.2, 0.9, 0.4],
+        "target": [0, 1, 1],
+        "attributes": {"g": ["a", "b", "a"]},
+        "task": "binary",
+        "slices": ["g"],
+    }
+    if kwargs.get("task") == "multiclass":
+        call.update(preds=[0, 1, 1])
+    call.update(kwargs)
+    preds, target, attributes = call.pop("preds"), call.pop("target"), call.pop("attributes")
+    with pytest.raises(error, match=match):
+        slice_metrics(preds, target, attributes, **call)  # type: ignore[arg-type]
