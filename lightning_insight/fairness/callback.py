@@ -169,6 +169,7 @@ class FairnessMonitor(Callback):
         self._metrics: dict[str, SlicedConfusion] = {}
         self._index_states: dict[str, Any] = {}
         self._sinks: SinkGroup | None = None
+        self._sinks_trainer: int | None = None
 
     @property
     @override
@@ -180,7 +181,9 @@ class FairnessMonitor(Callback):
     # ------------------------------------------------------------------ set-up
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._sinks is None:
+        # a new Trainer (another log dir, other loggers) gets its own sinks; the same one keeps them
+        if self._sinks is None or self._sinks_trainer != id(trainer):
+            self._sinks_trainer = id(trainer)
             self._sinks = SinkGroup(
                 sinks_for_trainer(trainer, self.requested_sinks),
                 is_global_zero=trainer.is_global_zero,
@@ -386,5 +389,6 @@ class FairnessMonitor(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["_sinks_trainer"] = None
         state["_sinks"] = None  # writers hold threads and file handles; setup builds them again
         return state

@@ -479,3 +479,14 @@ def test_early_stopping_and_checkpointing_can_monitor_headline_keys(tmp_path: Pa
     assert len(monitor.history) == 2
     expected = min(r.indicators["weather"]["equalized_odds_difference"] for r in monitor.history)
     assert float(best.best_model_score) == pytest.approx(expected, abs=1e-6)
+
+
+def test_one_monitor_in_two_trainers_writes_to_each_trainers_folder(tmp_path: Path) -> None:
+    monitor = FairnessMonitor("binary", ["weather"], sinks=["csv"])
+    model, data = _model(), _data()
+    _trainer(tmp_path / "a", [monitor], max_epochs=1).fit(model, data)
+    _trainer(tmp_path / "b", [monitor]).validate(model, data)
+    assert (tmp_path / "a" / "insight" / "slices.csv").exists()
+    with (tmp_path / "b" / "insight" / "slices.csv").open() as f:
+        assert {r["source"] for r in csv.DictReader(f)} == {"val"}
+    assert len(monitor.history) == 2
