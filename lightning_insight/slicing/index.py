@@ -635,10 +635,6 @@ class SliceIndex:
         return out
 
     # ------------------------------------------------------------------ agreement across ranks
-    def has_pending(self) -> bool:
-        """Whether values were seen since the last :meth:`align`."""
-        return any(self._pending.values())
-
     def align(self, gather: Gather | None) -> dict[str, torch.Tensor]:
         """Agree on the ids of the values seen since the last call, on every rank.
 
