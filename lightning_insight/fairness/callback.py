@@ -206,9 +206,6 @@ class FairnessMonitor(Callback):
             return (trainer.current_epoch + 1) % self.every_n_epochs != 0
         return False
 
-    def _metric(self, key: str) -> SlicedConfusion:
-        return self._metrics[key]
-
     def _start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, num_loaders: int
     ) -> None:
@@ -238,7 +235,7 @@ class FairnessMonitor(Callback):
         data = read_batch(
             outputs, batch, attribute_names=self._attribute_names, adapter=self.adapter
         )
-        self._metric(f"{stage}/{dataloader_idx}").update(
+        self._metrics[f"{stage}/{dataloader_idx}"].update(
             data.preds, data.target, data.attributes, data.sample_ids
         )
 
@@ -269,14 +266,15 @@ class FairnessMonitor(Callback):
             fired = self._tracker.update(report)
             self.alerts.extend(fired)
             fired_any = fired_any or bool(fired)
-            self._emit(report, fired, suffix)
-            headline = {
-                k: torch.tensor(v, dtype=torch.float32, device=pl_module.device)
-                for k, v in report.scalars(self.prefix, suffix).items()
-                if k.startswith((f"{self.prefix}/gap/", f"{self.prefix}/worst/"))
-            }
-            for key, value in headline.items():
-                pl_module.log(key, value, logger=False, sync_dist=True, add_dataloader_idx=False)
+            scalars = report.scalars(self.prefix, suffix)
+            self._emit(report, scalars, fired, suffix)
+            headline = (f"{self.prefix}/gap/", f"{self.prefix}/worst/")
+            for key, value in scalars.items():
+                if key.startswith(headline):
+                    tensor = torch.tensor(value, dtype=torch.float32, device=pl_module.device)
+                    pl_module.log(
+                        key, tensor, logger=False, sync_dist=True, add_dataloader_idx=False
+                    )
             self._act(trainer, fired)
             metric.reset()
         # any rank's decision stops every rank together (reports are identical after sync anyway)
@@ -292,11 +290,13 @@ class FairnessMonitor(Callback):
         ]
         self.history.append(report)
 
-    def _emit(self, report: SliceReport, fired: list[Alert], suffix: str) -> None:
+    def _emit(
+        self, report: SliceReport, scalars: dict[str, float], fired: list[Alert], suffix: str
+    ) -> None:
         if self._sinks is None:
             return
         step = int(report.step or 0)
-        scalars = report.scalars(self.prefix, suffix)
+        scalars = dict(scalars)
         fired_rules = {a.rule for a in fired}
         for rule in self.rules:
             scalars[f"{self.prefix}/alert/{rule.key}{suffix}"] = (
