@@ -26,6 +26,43 @@ def with_rare_value(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> 
     return BatchData(outputs["preds"], batch["target"], attributes, ids)
 
 
+def fit_until_alert(out: str, devices: int) -> None:
+    """Fit up to 5 epochs with an always-holding rule and on_alert="stop": every rank stops after epoch 0."""
+    torch.manual_seed(0)
+    monitor = FairnessMonitor(
+        "binary",
+        ["weather"],
+        alerts=["accuracy_difference >= 0"],
+        on_alert="stop",
+        min_support=1,
+        sinks=[MemorySink()],
+    )
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp",
+        max_epochs=5,
+        limit_train_batches=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[monitor],
+    )
+    trainer.fit(
+        SceneClassifier(channels=(4, 8)), ScenesDataModule(num_train=64, num_val=64, batch_size=16)
+    )
+    if trainer.is_global_zero:
+        with open(out, "w") as f:
+            json.dump(
+                {
+                    "epochs": [r.epoch for r in monitor.history],
+                    "current_epoch": trainer.current_epoch,
+                },
+                f,
+            )
+
+
 def main(out: str, devices: int) -> None:
     torch.manual_seed(0)
     model = SceneClassifier(channels=(4, 8))
@@ -56,4 +93,7 @@ def main(out: str, devices: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    if len(sys.argv) > 3 and sys.argv[3] == "stop":
+        fit_until_alert(sys.argv[1], int(sys.argv[2]))
+    else:
+        main(sys.argv[1], int(sys.argv[2]))

@@ -13,11 +13,11 @@ import pytest
 SCRIPT = Path(__file__).with_name("ddp_validate.py")
 
 
-def _run(tmp_path: Path, devices: int) -> dict[str, object]:
-    out = tmp_path / f"report_{devices}.json"
+def _run(tmp_path: Path, devices: int, *mode: str) -> dict[str, object]:
+    out = tmp_path / f"report_{devices}{''.join(mode)}.json"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), str(devices)],
+        [sys.executable, str(SCRIPT), str(out), str(devices), *mode],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -42,3 +42,10 @@ def test_two_process_ddp_counts_equal_single_process(tmp_path: Path) -> None:
     assert one["dimensions"] == two["dimensions"]
     assert one["slices"] == two["slices"]
     assert one["indicators"] == two["indicators"]
+
+
+@pytest.mark.slow
+def test_on_alert_stop_stops_every_rank_together(tmp_path: Path) -> None:
+    # a rank that kept training would wait forever in the next collective: the timeout would fail this
+    result = _run(tmp_path, 2, "stop")
+    assert result == {"epochs": [0], "current_epoch": 1}
