@@ -98,3 +98,32 @@ def test_alert_and_report_round_trip_through_dicts() -> None:
         back.indicators["w"]["equalized_odds_difference"]
     )
     assert back.dimensions == report.dimensions
+
+
+def test_report_keys_rows_and_markdown() -> None:
+    report = SliceReport(
+        task="binary",
+        overall={"accuracy": 0.75, "count": 8.0},
+        slices={
+            "timeofday=dawn/dusk": {"accuracy": 0.5, "count": 4.0},
+            "timeofday=day": {"accuracy": float("nan"), "count": 0.0},
+        },
+        dimensions={"timeofday": ("timeofday=dawn/dusk", "timeofday=day")},
+        indicators={"timeofday": {"accuracy_difference": float("nan")}},
+        excluded={"timeofday=day": "count 0 < min_support 1"},
+        epoch=2,
+        step=20,
+        source="val",
+    )
+    scalars = report.scalars("insight", "/dataloader_idx_1")
+    assert scalars["insight/slice/timeofday/dawn_dusk/accuracy/dataloader_idx_1"] == 0.5
+    assert (
+        scalars["insight/worst/accuracy/dataloader_idx_1"] == 0.5
+    )  # the excluded NaN slice is skipped
+    assert math.isnan(scalars["insight/gap/timeofday/accuracy_difference/dataloader_idx_1"])
+    rows = report.rows()
+    assert len(rows) == 2 + 2 * 2 + 1
+    gap_row = rows[-1]
+    assert (gap_row["slice"], gap_row["metric"], gap_row["count"]) == ("", "accuracy_difference", 1)
+    table = report.markdown()
+    assert "| timeofday | timeofday=day (excluded) | undefined | 0 |" in table
