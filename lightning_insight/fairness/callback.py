@@ -17,7 +17,9 @@ from lightning_insight.fairness.alerts import AlertTracker, parse_alert_rule
 from lightning_insight.fairness.functional import (
     check_indicators,
     check_metrics,
+    check_positive_int,
     check_reference,
+    check_threshold,
     report_from_counts,
 )
 from lightning_insight.fairness.indicators import indicator_names
@@ -123,20 +125,14 @@ class FairnessMonitor(Callback):
                     f"Expected the scope of alert rule {rule.text!r} to be a dimension of `slices` {dimensions}, "
                     f"but got {rule.scope!r}."
                 )
-        for name, value, low in (
-            ("min_support", min_support, 1),
-            ("every_n_epochs", every_n_epochs, 1),
-            ("patience", patience, 1),
-            ("max_slices", max_slices, 1),
+        for name, value in (
+            ("min_support", min_support),
+            ("every_n_epochs", every_n_epochs),
+            ("patience", patience),
+            ("max_slices", max_slices),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(
-                    f"Expected argument `{name}` to be an int >= {low}, but got {value!r}."
-                )
-        if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(
-                f"Expected argument `threshold` to be a float in [0, 1], but got {threshold!r}."
-            )
+            check_positive_int(name, value)
+        check_threshold(threshold)
         if not (on_alert in ("warn", "stop") or callable(on_alert)):
             raise ValueError(
                 f"Expected argument `on_alert` to be 'warn', 'stop' or a callable, but got {on_alert!r}."

@@ -62,6 +62,32 @@ def check_indicators(indicators: Sequence[str] | None, task: str) -> tuple[str, 
     return tuple(indicators)
 
 
+def check_positive_int(name: str, value: object) -> None:
+    """Raise unless ``value`` is an int >= 1 (bools are refused).
+
+    Raises:
+        ValueError: naming the argument and the value got.
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"Expected argument `{name}` to be an int >= 1, but got {value!r}.")
+
+
+def check_threshold(threshold: object) -> None:
+    """Raise unless ``threshold`` is a number in [0, 1].
+
+    Raises:
+        ValueError: naming the argument and the value got.
+    """
+    if (
+        not isinstance(threshold, (int, float))
+        or isinstance(threshold, bool)
+        or not 0.0 <= threshold <= 1.0
+    ):
+        raise ValueError(
+            f"Expected argument `threshold` to be a float in [0, 1], but got {threshold!r}."
+        )
+
+
 def _reference_slice(dimension: str, names: Sequence[str], wanted: str) -> str | None:
     for name in names:
         if wanted in (name, slice_value(name)):
@@ -209,14 +235,9 @@ def slice_metrics(
     specs = parse_slice_specs(list(slices) if not isinstance(slices, str) else slices)
     check_metrics(metrics, task, num_classes)
     chosen = check_indicators(indicators, task)
-    if not isinstance(min_support, int) or min_support < 1:
-        raise ValueError(
-            f"Expected argument `min_support` to be an int >= 1, but got {min_support!r}."
-        )
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(
-            f"Expected argument `threshold` to be a float in [0, 1], but got {threshold}."
-        )
+    check_positive_int("min_support", min_support)
+    check_positive_int("max_slices", max_slices)
+    check_threshold(threshold)
     reference = check_reference(reference, specs)
     counts = slice_counts(
         preds,

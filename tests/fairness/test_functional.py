@@ -291,6 +291,12 @@ def test_property_counts_and_indicators_match_fairlearn(n: int, groups: int, see
         ),
         ({"min_support": 0}, ValueError, r"`min_support` to be an int >= 1, but got 0"),
         ({"threshold": 1.7}, ValueError, r"`threshold` to be a float in \[0, 1\], but got 1.7"),
+        ({"max_slices": True}, ValueError, r"`max_slices` to be an int >= 1, but got True"),
+        (
+            {"threshold": "high"},
+            ValueError,
+            r"`threshold` to be a float in \[0, 1\], but got 'high'",
+        ),
         ({"reference": "clear"}, TypeError, r"`reference` to map dimension -> slice"),
         (
             {"reference": {"scene": "city"}},
