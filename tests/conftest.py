@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import struct
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,3 +143,18 @@ def read_wandb_history(run_dir: Path, timeout: float = 30.0) -> list[dict[str, A
 @pytest.fixture
 def wandb_history() -> Callable[[Path], list[dict[str, Any]]]:
     return read_wandb_history
+
+
+def run_command(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion (5 min at most) and assert it exited 0, showing its stderr if not."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture
+def run_ok() -> Callable[[list[str], Path], subprocess.CompletedProcess[str]]:
+    return run_command

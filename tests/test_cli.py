@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,20 +42,10 @@ def test_fit_twice_in_the_same_folder_prints_summary_and_writes_logs(
 
 
 @pytest.mark.slow
-def test_console_script_exits_zero_and_validate_subcommand(tmp_path: Path) -> None:
+def test_console_script_exits_zero_and_validate_subcommand(tmp_path: Path, run_ok: Any) -> None:
     script = shutil.which("lightning-insight", path=str(Path(sys.executable).parent))
     assert script is not None
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [script, "validate", "--config", str(CONFIG), *SMALL],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_ok([script, "validate", "--config", str(CONFIG), *SMALL], tmp_path)
     assert "[val epoch 0] accuracy" in proc.stdout
 
 

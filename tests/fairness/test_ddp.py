@@ -3,36 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SCRIPT = Path(__file__).with_name("ddp_validate.py")
 
 
-def _run(tmp_path: Path, devices: int, *mode: str) -> dict[str, object]:
+def _run(run_ok: Any, tmp_path: Path, devices: int, *mode: str) -> dict[str, object]:
     out = tmp_path / f"report_{devices}{''.join(mode)}.json"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), str(devices), *mode],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok([sys.executable, str(SCRIPT), str(out), str(devices), *mode], tmp_path)
     return json.loads(out.read_text())
 
 
 @pytest.mark.slow
-def test_two_process_ddp_counts_equal_single_process(tmp_path: Path) -> None:
-    single = _run(tmp_path, 1)
-    ddp = _run(tmp_path, 2)
+def test_two_process_ddp_counts_equal_single_process(tmp_path: Path, run_ok: Any) -> None:
+    single = _run(run_ok, tmp_path, 1)
+    ddp = _run(run_ok, tmp_path, 2)
     assert (single["world_size"], ddp["world_size"]) == (1, 2)
     one, two = single["report"], ddp["report"]
     # 201 samples do not divide over 2 ranks: DistributedSampler pads one duplicate, dropped by sample id
@@ -45,7 +34,7 @@ def test_two_process_ddp_counts_equal_single_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_on_alert_stop_stops_every_rank_together(tmp_path: Path) -> None:
+def test_on_alert_stop_stops_every_rank_together(tmp_path: Path, run_ok: Any) -> None:
     # a rank that kept training would wait forever in the next collective: the timeout would fail this
-    result = _run(tmp_path, 2, "stop")
+    result = _run(run_ok, tmp_path, 2, "stop")
     assert result == {"epochs": [0], "current_epoch": 1}
