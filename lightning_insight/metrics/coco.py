@@ -64,14 +64,28 @@ class MatchedBoxes:
         (1.0, 0.0)
     """
 
-    def __init__(self, dataset: dict[str, Any], detections: Sequence[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        dataset: dict[str, Any],
+        detections: Sequence[dict[str, Any]],
+        *,
+        area_ranges: Sequence[tuple[float, float]] | None = None,
+        detection_areas: Sequence[float] | None = None,
+        copy_inputs: bool = True,
+    ) -> None:
         coco_class, evaluator_class, self._cpp = _faster_coco_eval()
         ground_truth = coco_class()
-        ground_truth.dataset = copy.deepcopy(dataset)
+        ground_truth.dataset = copy.deepcopy(dataset) if copy_inputs else dataset
         ground_truth.createIndex()
-        results = (
-            ground_truth.loadRes(copy.deepcopy(list(detections))) if detections else coco_class()
-        )
+        detections = copy.deepcopy(list(detections)) if copy_inputs else list(detections)
+        results = ground_truth.loadRes(detections) if detections else coco_class()
+        if detections and detection_areas is not None:
+            # loadRes sets a result's area to its box's; a caller may give other values to place
+            # the detection in or out of each area range (the object-level slices do).
+            for annotation, area in zip(
+                results.dataset["annotations"], detection_areas, strict=True
+            ):
+                annotation["area"] = float(area)
         if not detections:
             results.dataset = {
                 "images": ground_truth.dataset["images"],
@@ -86,10 +100,70 @@ class MatchedBoxes:
             separate_eval=True,
             print_function=lambda *_: None,
         )
+        if area_ranges is not None:
+            self._evaluator.params.areaRng = [[float(a), float(b)] for a, b in area_ranges]
+            self._evaluator.params.areaRngLbl = [f"range{i}" for i in range(len(area_ranges))]
         self._evaluator.evaluate()
         params = self._evaluator._paramsEval
         self.image_ids: tuple[int, ...] = tuple(int(i) for i in params.imgIds)
         self._position = {image: n for n, image in enumerate(self.image_ids)}
+        self._boxes = _BoxTable(ground_truth, results, params)
+        self._evaluated_at_50: list[Any] | None = None
+
+    def _matches_at_50(self) -> list[Any]:
+        """Per-image matches at IoU 0.5 alone, from the IoUs already computed (C++ only).
+
+        The accumulation's ``matched`` pairs are the union over every IoU threshold (a detection may
+        take a box at 0.75 that a better-scored one took at 0.5), so counting true positives at 0.5
+        needs a matching at 0.5 alone.
+        """
+        if self._evaluated_at_50 is None:
+            evaluator = self._evaluator
+            params = evaluator._paramsEval
+            categories = params.catIds if params.useCats else [-1]
+            ious = [[evaluator.ious[i, c] for c in categories] for i in params.imgIds]
+            self._evaluated_at_50 = self._cpp.COCOevalEvaluateImages(
+                params.areaRng,
+                params.maxDets[-1],
+                [0.5],
+                ious,
+                evaluator.gt_dataset,
+                evaluator.dt_dataset,
+                params.imgIds,
+                params.catIds,
+                bool(params.useCats),
+            )
+        return self._evaluated_at_50
+
+    def _accumulate(
+        self, image_ids: Sequence[int], area: int | None, *, at_50: bool = False
+    ) -> tuple[dict[str, Any], Any]:
+        """COCO's accumulation over ``image_ids`` (and one area range, or all when ``None``)."""
+        unknown = [i for i in image_ids if i not in self._position]
+        if unknown:
+            raise ValueError(
+                f"Expected image ids from the evaluated images, but got unknown ids {unknown[:5]}."
+            )
+        evaluator = self._evaluator
+        params = copy.copy(evaluator._paramsEval)
+        images, areas = len(params.imgIds), len(params.areaRng)
+        categories = len(params.catIds) if params.useCats else 1
+        chosen = sorted({self._position[i] for i in image_ids})
+        kept = range(areas) if area is None else (area,)
+        every = self._matches_at_50() if at_50 else evaluator._evalImgs_cpp
+        if at_50:
+            params.iouThrs = np.array([0.5])
+        subset = [
+            every[(c * areas + a) * images + i]
+            for c in range(categories)
+            for a in kept
+            for i in chosen
+        ]
+        params.imgIds = [self.image_ids[i] for i in chosen]
+        if area is not None:
+            params.areaRng = [params.areaRng[area]]
+            params.areaRngLbl = [params.areaRngLbl[area]]
+        return self._cpp.COCOevalAccumulate(params, subset), params
 
     def stats(self, image_ids: Sequence[int]) -> dict[str, float]:
         """COCO stats over ``image_ids`` only (NaN where COCO reports -1: nothing to measure).
@@ -97,29 +171,121 @@ class MatchedBoxes:
         Raises:
             ValueError: if an image id is not in the evaluated set.
         """
-        unknown = [i for i in image_ids if i not in self._position]
-        if unknown:
-            raise ValueError(
-                f"Expected image ids from the evaluated images, but got unknown ids {unknown[:5]}."
-            )
         evaluator = self._evaluator
-        params = copy.deepcopy(evaluator._paramsEval)
-        images, areas = len(params.imgIds), len(params.areaRng)
-        categories = len(params.catIds) if params.useCats else 1
-        chosen = sorted({self._position[i] for i in image_ids})
-        every = evaluator._evalImgs_cpp
-        subset = [
-            every[(c * areas + a) * images + i]
-            for c in range(categories)
-            for a in range(areas)
-            for i in chosen
-        ]
-        params.imgIds = [self.image_ids[i] for i in chosen]
-        evaluator.eval = self._cpp.COCOevalAccumulate(params, subset)
-        evaluator.params = params
+        evaluator.eval, evaluator.params = self._accumulate(image_ids, None)
         evaluator.summarize()
         values = np.asarray(evaluator.stats[: len(COCO_STATS)], dtype=np.float64)
         return {
             name: (float("nan") if v < 0 else float(v))
             for name, v in zip(COCO_STATS, values, strict=True)
         }
+
+    def detection_stats(self, image_ids: Sequence[int], *, area: int = 0) -> dict[str, float]:
+        """The detection metrics of this project over ``image_ids`` and one area range.
+
+        ``map``, ``map_50``, ``map_75`` and ``mar_100`` are COCO's (means over the categories with
+        ground truth, 100 detections per image). ``recall_50`` is COCO's recall at IoU 0.5 (macro over
+        categories). ``precision_50`` is, per category, the matched detections at IoU 0.5 over every
+        detection COCO does not ignore (up to 100 per image and category; a detection matched to a crowd
+        or out-of-range box, or unmatched with its own area out of range, is ignored), averaged over
+        the categories with such detections. ``objects`` counts the boxes that are not ignored.
+        NaN where nothing can be measured.
+
+        Raises:
+            ValueError: if an image id is not in the evaluated set or ``area`` is not a range index.
+        """
+        if not 0 <= area < len(self._evaluator._paramsEval.areaRng):
+            raise ValueError(
+                f"Expected argument `area` to index the area ranges "
+                f"{self._evaluator._paramsEval.areaRng}, but got {area}."
+            )
+        evaluated, _ = self._accumulate(image_ids, area)
+        precision = np.asarray(evaluated["precision"])[:, :, :, 0, -1]
+        recall = np.asarray(evaluated["recall"])[:, :, 0, -1]
+        iou = np.asarray(self._evaluator._paramsEval.iouThrs)
+        index_50, index_75 = int(np.argmin(np.abs(iou - 0.5))), int(np.argmin(np.abs(iou - 0.75)))
+        images = np.fromiter(image_ids, dtype=np.int64, count=len(image_ids))
+        at_50, _ = self._accumulate(image_ids, area, at_50=True)
+        true_positives, counted, objects = self._boxes.precision_counts(
+            images, area, at_50["matched"]
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_category = true_positives / counted
+        return {
+            "map": _mean_defined(precision),
+            "map_50": _mean_defined(precision[index_50]),
+            "map_75": _mean_defined(precision[index_75]),
+            "mar_100": _mean_defined(recall),
+            "recall_50": _mean_defined(recall[index_50]),
+            "precision_50": float(per_category[counted > 0].mean())
+            if (counted > 0).any()
+            else float("nan"),
+            "objects": float(objects),
+        }
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    """COCO's summary: the mean of the entries that are not -1 (nothing to measure), else NaN."""
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else float("nan")
+
+
+class _BoxTable:
+    """Boxes and detections of one evaluation as arrays, to count matches per image subset."""
+
+    def __init__(self, ground_truth: Any, results: Any, params: Any) -> None:
+        gts = ground_truth.dataset["annotations"]
+        dts = results.dataset.get("annotations", [])
+        self.area_ranges = np.asarray(params.areaRng, dtype=np.float64).reshape(-1, 2)
+        self.gt_ids = np.array([g["id"] for g in gts], dtype=np.int64)
+        self.gt_image = np.array([g["image_id"] for g in gts], dtype=np.int64)
+        self.gt_crowd = np.array([bool(g.get("iscrowd", 0)) for g in gts], dtype=bool)
+        self.gt_area = np.array([g["area"] for g in gts], dtype=np.float64)
+        self.gt_order = np.argsort(self.gt_ids, kind="stable")
+        self.dt_ids = np.array([d["id"] for d in dts], dtype=np.int64)
+        self.dt_image = np.array([d["image_id"] for d in dts], dtype=np.int64)
+        self.dt_area = np.array([d["area"] for d in dts], dtype=np.float64)
+        categories = [int(c) for c in params.catIds]
+        self.num_categories = len(categories)
+        lookup = {c: i for i, c in enumerate(categories)}
+        self.dt_category = np.array([lookup.get(d["category_id"], -1) for d in dts], dtype=np.int64)
+        self.dt_order = np.argsort(self.dt_ids, kind="stable")
+        # COCO keeps the maxDets best-scored detections of each (image, category), ties in file order
+        scores = np.array([d["score"] for d in dts], dtype=np.float64)
+        order = np.lexsort((np.arange(len(dts)), -scores, self.dt_category, self.dt_image))
+        group = self.dt_image[order] * (self.num_categories + 1) + self.dt_category[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(group)) + 1] if len(dts) else np.zeros(0, int)
+        rank = np.arange(len(dts)) - np.repeat(starts, np.diff(np.r_[starts, len(dts)]))
+        self.dt_kept = np.zeros(len(dts), dtype=bool)
+        self.dt_kept[order] = (rank < int(params.maxDets[-1])) & (self.dt_category[order] >= 0)
+
+    def _outside(self, area: np.ndarray, index: int) -> np.ndarray:
+        low, high = self.area_ranges[index]
+        outside: np.ndarray = (area < low) | (area > high)
+        return outside
+
+    def precision_counts(
+        self, images: np.ndarray, area: int, matched: dict[str, float]
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Per category: matched and counted detections at IoU 0.5; the boxes not ignored."""
+        gt_ignored = self.gt_crowd | self._outside(self.gt_area, area)
+        in_images = np.isin(self.gt_image, images)
+        objects = int((in_images & ~gt_ignored).sum())
+        matched_gt = np.full(self.dt_ids.shape[0], -1, dtype=np.int64)
+        if matched:
+            pairs = np.array([key.split("_", 1) for key in matched], dtype=np.int64).reshape(-1, 2)
+            dt_at = self.dt_order[np.searchsorted(self.dt_ids, pairs[:, 0], sorter=self.dt_order)]
+            gt_at = self.gt_order[np.searchsorted(self.gt_ids, pairs[:, 1], sorter=self.gt_order)]
+            matched_gt[dt_at] = gt_at
+        is_matched = matched_gt >= 0
+        to_ignored = is_matched & gt_ignored[np.where(is_matched, matched_gt, 0)]
+        dt_in = self.dt_kept & np.isin(self.dt_image, images)
+        ignored = to_ignored | (~is_matched & self._outside(self.dt_area, area))
+        counted = dt_in & ~ignored
+        true_positive = counted & is_matched
+        size = self.num_categories
+        return (
+            np.bincount(self.dt_category[true_positive], minlength=size).astype(np.float64),
+            np.bincount(self.dt_category[counted], minlength=size).astype(np.float64),
+            objects,
+        )
