@@ -14,7 +14,7 @@ keys ``preds``, ``target``, ``attributes`` and optionally ``sample_ids``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,12 @@ def _from_mapping(data: Mapping[str, Any], origin: str) -> BatchData:
 
 
 def read_batch(
-    outputs: Any, batch: Any, *, attribute_names: Sequence[str], adapter: Adapter | None = None
+    outputs: Any,
+    batch: Any,
+    *,
+    attribute_names: Sequence[str],
+    adapter: Adapter | None = None,
+    optional_names: Collection[str] = (),
 ) -> BatchData:
     """Extract :class:`BatchData` from a step's outputs and its batch.
 
@@ -78,6 +83,8 @@ def read_batch(
         attribute_names: attributes the slices need (looked up as top-level batch keys when the batch
             has no ``attributes`` dict).
         adapter: a user callable for other layouts.
+        optional_names: attributes that may be absent from the batch (detection: they may be per-box
+            keys of the targets instead); those present are returned.
 
     Raises:
         RuntimeError: naming the keys that were found when something needed is missing.
@@ -135,7 +142,9 @@ def read_batch(
         )
     nested = meta.get("attributes")
     attributes: Mapping[str, Any] = nested if isinstance(nested, Mapping) else meta
-    missing = [name for name in attribute_names if name not in attributes]
+    missing = [
+        name for name in attribute_names if name not in attributes and name not in optional_names
+    ]
     if missing:
         where = "batch['attributes']" if attributes is not meta else "the batch"
         raise RuntimeError(
@@ -148,6 +157,9 @@ def read_batch(
     return BatchData(
         preds=preds,
         target=y,
-        attributes={n: attributes[n] for n in attribute_names},
+        # with optional names, a nested attributes dict is passed whole so an error can list it
+        attributes=dict(attributes)
+        if optional_names and attributes is not meta
+        else {n: attributes[n] for n in attribute_names if n in attributes},
         sample_ids=sample_ids,
     )

@@ -19,12 +19,16 @@ from lightning_insight.fairness.functional import (
     check_metrics,
     check_positive_int,
     check_reference,
+    check_task,
     check_threshold,
+    metric_names,
     report_from_counts,
+    report_from_detection,
 )
 from lightning_insight.fairness.indicators import indicator_names
 from lightning_insight.fairness.results import Alert, SliceReport
-from lightning_insight.metrics.classification import TASKS, SlicedConfusion, metric_names
+from lightning_insight.metrics.classification import SlicedConfusion
+from lightning_insight.metrics.detection import SlicedDetection
 from lightning_insight.sinks import Sink, SinkGroup, sinks_for_trainer
 from lightning_insight.slicing.spec import parse_slice_specs
 
@@ -45,14 +49,21 @@ class FairnessMonitor(Callback):
     (``batch["attributes"]``, top-level keys, or ``(x, y, meta)``) and a ``sample_id``. Anything else
     goes through ``adapter``.
 
+    For ``task="detection"``, ``preds`` and ``target`` are lists of per-image dicts in torchmetrics'
+    format (``boxes`` xyxy, ``scores``, ``labels``; targets may add ``iscrowd`` and per-box attributes
+    such as ``occluded``). An attribute of the slices is image-level when the batch carries it (one value
+    per image), object-level when every target dict carries it, and ``box_area`` is computed from the
+    boxes; see :mod:`lightning_insight.metrics.detection` for what each metric means in a slice.
+
     Args:
-        task: ``"binary"`` or ``"multiclass"``.
+        task: ``"binary"``, ``"multiclass"`` or ``"detection"``.
         slices: dimension specs (``"weather"``, ``"weather&timeofday"``, ``"age:0,18,65,inf"``).
         metrics: metric names to report (default: all of the task's).
         indicators: fairness indicators (default: all of the task's).
         alerts: rule strings such as ``"equalized_odds_difference > 0.1"`` or
             ``"weather: accuracy_ratio < 0.8"``.
-        min_support: slices with fewer samples are reported but left out of gaps and alerts.
+        min_support: slices with fewer samples are reported but left out of gaps and alerts (detection:
+            images, or boxes in dimensions with a per-box attribute).
         every_n_epochs: evaluate every n-th validation epoch of ``fit`` (``validate``/``test`` always).
         adapter: ``(outputs, batch) -> BatchData`` for batch layouts the defaults do not read.
         sinks: ``None`` for one sink per attached logger plus the CSV report, or a list of Sink objects
@@ -62,7 +73,8 @@ class FairnessMonitor(Callback):
         prefix: first part of every log key.
         patience: evaluations in a row a rule must hold before it fires.
         threshold: probability at or above which a binary prediction is positive.
-        num_classes: number of classes for multiclass label predictions.
+        num_classes: number of classes for multiclass label predictions; for detection, labels must
+            lie in ``[0, num_classes)`` (``None``: the categories come from the data).
         reference: dimension -> reference slice; gaps are then measured to it.
         max_slices: the most distinct values one attribute may take.
 
@@ -72,7 +84,8 @@ class FairnessMonitor(Callback):
 
     Logged keys (``{s}`` is ``/dataloader_idx_k`` with several dataloaders):
         - to the sinks: ``insight/overall/{metric}{s}``, ``insight/slice/{dimension}/{value}/{metric}{s}``,
-          ``insight/gap/{dimension}/{indicator}{s}``, ``insight/worst/accuracy{s}``,
+          ``insight/gap/{dimension}/{indicator}{s}``, ``insight/worst/accuracy{s}`` (detection:
+          ``insight/worst/map{s}``),
           ``insight/alert/{rule}{s}`` (1 when fired, else 0), a table ``insight/slices{s}``, a markdown
           text and a JSON report ``insight/report{s}`` (read by InsightBoard).
         - through ``pl_module.log`` (``logger=False``, ``sync_dist=True``) so EarlyStopping and
@@ -106,10 +119,7 @@ class FairnessMonitor(Callback):
         max_slices: int = 1000,
     ) -> None:
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(
-                f"Expected argument `task` to be one of {list(TASKS)}, but got {task!r}."
-            )
+        check_task(task)
         self.specs = parse_slice_specs(slices if isinstance(slices, str) else list(slices))
         self.task = task
         self.metrics = check_metrics(metrics, task, num_classes)
@@ -162,7 +172,7 @@ class FairnessMonitor(Callback):
         self._attribute_names = list(
             dict.fromkeys(a.name for s in self.specs for a in s.attributes)
         )
-        self._metrics: dict[str, SlicedConfusion] = {}
+        self._metrics: dict[str, SlicedConfusion | SlicedDetection] = {}
         self._index_states: dict[str, Any] = {}
         self._sinks: SinkGroup | None = None
         self._sinks_trainer: int | None = None
@@ -210,13 +220,19 @@ class FairnessMonitor(Callback):
         for idx in range(max(num_loaders, 1)):
             key = f"{stage}/{idx}"
             if key not in self._metrics:
-                metric = SlicedConfusion(
-                    task=self.task,
-                    specs=self.specs,
-                    threshold=self.threshold,
-                    num_classes=self.num_classes,
-                    max_slices=self.max_slices,
-                )
+                metric: SlicedConfusion | SlicedDetection
+                if self.task == "detection":
+                    metric = SlicedDetection(
+                        specs=self.specs, num_classes=self.num_classes, max_slices=self.max_slices
+                    )
+                else:
+                    metric = SlicedConfusion(
+                        task=self.task,
+                        specs=self.specs,
+                        threshold=self.threshold,
+                        num_classes=self.num_classes,
+                        max_slices=self.max_slices,
+                    )
                 if key in self._index_states:
                     metric.index.load_state_dict(self._index_states.pop(key))
                 self._metrics[key] = metric
@@ -228,8 +244,14 @@ class FairnessMonitor(Callback):
     ) -> None:
         if self._skip(trainer, stage):
             return
+        # detection: an attribute missing from the batch may be a per-box key of the targets
+        optional = self._attribute_names if self.task == "detection" else ()
         data = read_batch(
-            outputs, batch, attribute_names=self._attribute_names, adapter=self.adapter
+            outputs,
+            batch,
+            attribute_names=self._attribute_names,
+            adapter=self.adapter,
+            optional_names=optional,
         )
         self._metrics[f"{stage}/{dataloader_idx}"].update(
             data.preds, data.target, data.attributes, data.sample_ids
@@ -247,9 +269,10 @@ class FairnessMonitor(Callback):
                 continue
             suffix = f"/dataloader_idx_{idx}" if num_loaders > 1 else ""
             source = stage + suffix
-            counts = metric.compute()  # a collective: every rank calls it
-            report = report_from_counts(
-                counts,
+            result = metric.compute()  # a collective: every rank calls it
+            make_report = report_from_detection if self.task == "detection" else report_from_counts
+            report = make_report(
+                result,  # type: ignore[arg-type]
                 metrics=self.metrics,
                 indicators=self.indicators,
                 min_support=self.min_support,

@@ -13,12 +13,39 @@ from lightning_insight.metrics.classification import (
     TASKS,
     SliceCounts,
     classification_metrics,
-    metric_names,
     slice_counts,
+)
+from lightning_insight.metrics.classification import metric_names as classification_metric_names
+from lightning_insight.metrics.detection import (
+    DETECTION_METRICS,
+    DetectionSliceStats,
+    detection_slice_stats,
 )
 from lightning_insight.slicing.spec import SliceSpec, parse_slice_specs
 
 Reference = Mapping[str, str] | None
+#: Every task :func:`slice_metrics` and FairnessMonitor take.
+ALL_TASKS = (*TASKS, "detection")
+
+
+def check_task(task: object) -> str:
+    """Raise unless ``task`` is one of :data:`ALL_TASKS`.
+
+    Raises:
+        ValueError: naming the argument, the tasks and the value got.
+    """
+    if task not in ALL_TASKS:
+        raise ValueError(
+            f"Expected argument `task` to be one of {list(ALL_TASKS)}, but got {task!r}."
+        )
+    return str(task)
+
+
+def metric_names(task: str, num_classes: int | None = None) -> tuple[str, ...]:
+    """Names of the per-slice metrics of ``task``."""
+    if task == "detection":
+        return DETECTION_METRICS
+    return classification_metric_names(task, num_classes)
 
 
 def check_metrics(
@@ -107,50 +134,116 @@ def report_from_counts(
     source: str = "data",
 ) -> SliceReport:
     """Turn per-slice counts into a :class:`SliceReport` with indicators over eligible slices."""
-    shown = check_metrics(metrics, counts.task, counts.num_classes)
-    chosen = check_indicators(indicators, counts.task)
-
-    def select(values: dict[str, float]) -> dict[str, float]:
-        return values if shown is None else {k: v for k, v in values.items() if k in shown}
-
     overall_all = classification_metrics(
         counts.overall, task=counts.task, num_classes=counts.num_classes
     )
-    overall = select({k: float(v[0]) for k, v in overall_all.items()})
+    dimensions = {
+        dimension: (
+            names,
+            classification_metrics(
+                dimension_counts, task=counts.task, num_classes=counts.num_classes
+            ),
+        )
+        for dimension, (names, dimension_counts) in counts.dimensions.items()
+    }
+    return _report(
+        counts.task,
+        {k: float(v[0]) for k, v in overall_all.items()},
+        dimensions,
+        {},
+        metrics=check_metrics(metrics, counts.task, counts.num_classes),
+        indicators=check_indicators(indicators, counts.task),
+        min_support=min_support,
+        reference=reference,
+        epoch=epoch,
+        step=step,
+        source=source,
+    )
+
+
+def report_from_detection(
+    stats: DetectionSliceStats,
+    *,
+    metrics: Sequence[str] | None = None,
+    indicators: Sequence[str] | None = None,
+    min_support: int = 1,
+    reference: Reference = None,
+    epoch: int | None = None,
+    step: int | None = None,
+    source: str = "data",
+) -> SliceReport:
+    """Turn per-slice detection metrics into a :class:`SliceReport`.
+
+    ``min_support`` applies to images (``count``) in image-level dimensions and to boxes (``objects``)
+    in dimensions with an object-level attribute.
+    """
+    return _report(
+        "detection",
+        dict(stats.overall),
+        stats.dimensions,
+        stats.support,
+        metrics=check_metrics(metrics, "detection"),
+        indicators=check_indicators(indicators, "detection"),
+        min_support=min_support,
+        reference=reference,
+        epoch=epoch,
+        step=step,
+        source=source,
+    )
+
+
+def _report(
+    task: str,
+    overall: dict[str, float],
+    dimensions: Mapping[str, tuple[Sequence[str], Mapping[str, np.ndarray]]],
+    support_metric: Mapping[str, str],
+    *,
+    metrics: tuple[str, ...] | None,
+    indicators: tuple[str, ...],
+    min_support: int,
+    reference: Reference,
+    epoch: int | None,
+    step: int | None,
+    source: str,
+) -> SliceReport:
+    """The report of per-slice metric values: exclusions under ``min_support``, then indicators."""
+
+    def select(values: dict[str, float]) -> dict[str, float]:
+        return values if metrics is None else {k: v for k, v in values.items() if k in metrics}
+
     slices: dict[str, dict[str, float]] = {}
-    dimensions: dict[str, tuple[str, ...]] = {}
+    names_of: dict[str, tuple[str, ...]] = {}
     table: dict[str, dict[str, float]] = {}
     excluded: dict[str, str] = {}
     references: dict[str, str] = {}
-    for dimension, (names, dimension_counts) in counts.dimensions.items():
-        values = classification_metrics(
-            dimension_counts, task=counts.task, num_classes=counts.num_classes
-        )
-        dimensions[dimension] = tuple(names)
-        support = values["count"]
+    for dimension, (names, values) in dimensions.items():
+        names_of[dimension] = tuple(names)
+        by = support_metric.get(dimension, "count")
+        support = values[by]
         for i, name in enumerate(names):
             slices[name] = select({k: float(v[i]) for k, v in values.items()})
             if support[i] < min_support:
-                excluded[name] = f"count {int(support[i])} < min_support {min_support}"
+                unit = "objects" if by == "objects" else "count"
+                excluded[name] = f"{unit} {int(support[i])} < min_support {min_support}"
         keep = [i for i, n in enumerate(names) if n not in excluded]
         position = None
         if reference and dimension in reference:
             ref_name = _reference_slice(dimension, names, reference[dimension])
             if ref_name is not None and ref_name not in excluded:
                 references[dimension] = ref_name
-                position = keep.index(names.index(ref_name))
+                position = keep.index(list(names).index(ref_name))
             else:
-                table[dimension] = {name: float("nan") for name in chosen}
+                table[dimension] = {name: float("nan") for name in indicators}
                 continue
         kept = {k: np.asarray(v)[keep] for k, v in values.items()}
         table[dimension] = fairness_indicators(
-            kept, task=counts.task, indicators=chosen, reference=position
+            kept, task=task, indicators=indicators, reference=position
         )
     return SliceReport(
-        task=counts.task,
-        overall=overall,
+        task=task,
+        overall=select(overall),
         slices=slices,
-        dimensions=dimensions,
+        dimensions=names_of,
         indicators=table,
         excluded=excluded,
         epoch=epoch,
@@ -203,16 +296,21 @@ def slice_metrics(
 
     Args:
         preds: ``task="binary"``: probabilities ``(N,)`` or hard labels; ``"multiclass"``: scores
-            ``(N, C)`` or labels ``(N,)``.
-        target: labels ``(N,)``.
-        attributes: attribute name -> ``N`` values (strings, ints, bools; numbers for binned specs).
-        task: ``"binary"`` or ``"multiclass"`` (``"detection"`` arrives with the detection issue).
+            ``(N, C)`` or labels ``(N,)``; ``"detection"``: one dict per image with ``boxes`` (xyxy),
+            ``scores`` and ``labels`` (torchmetrics' format).
+        target: labels ``(N,)``; for detection one dict per image with ``boxes``, ``labels``, optionally
+            ``iscrowd`` and per-box attributes (``occluded``: one value per box).
+        attributes: attribute name -> ``N`` values (strings, ints, bools; numbers for binned specs);
+            for detection one value per image.
+        task: ``"binary"``, ``"multiclass"`` or ``"detection"``.
         slices: dimension specs: ``"weather"``, ``"weather&timeofday"``, ``"age:0,18,65,inf"``.
         metrics: metric names to report (default all of the task's); ``count`` is always kept.
         indicators: indicator names (default all of the task's).
         threshold: probability at or above which a binary prediction is positive.
-        num_classes: number of classes (multiclass labels).
-        min_support: slices with fewer samples are reported but left out of indicators.
+        num_classes: number of classes (multiclass labels; detection labels must lie in
+            ``[0, num_classes)``).
+        min_support: slices with fewer samples (detection: images, or boxes in dimensions with a
+            per-box attribute) are reported but left out of indicators.
         reference: dimension -> reference slice; indicators then measure distance to it.
         max_slices: the most distinct values one categorical attribute may take.
 
@@ -230,8 +328,7 @@ def slice_metrics(
         >>> report.indicators["weather"]["accuracy_difference"]
         1.0
     """
-    if task not in TASKS:
-        raise ValueError(f"Expected argument `task` to be one of {list(TASKS)}, but got {task!r}.")
+    check_task(task)
     specs = parse_slice_specs(list(slices) if not isinstance(slices, str) else slices)
     check_metrics(metrics, task, num_classes)
     chosen = check_indicators(indicators, task)
@@ -239,6 +336,18 @@ def slice_metrics(
     check_positive_int("max_slices", max_slices)
     check_threshold(threshold)
     reference = check_reference(reference, specs)
+    if task == "detection":
+        stats = detection_slice_stats(
+            preds,
+            target,
+            attributes,
+            specs=specs,
+            num_classes=num_classes,
+            max_slices=max_slices,
+        )
+        return report_from_detection(
+            stats, metrics=metrics, indicators=chosen, min_support=min_support, reference=reference
+        )
     counts = slice_counts(
         preds,
         target,

@@ -36,10 +36,25 @@ MULTICLASS_INDICATORS: dict[str, tuple[str, str]] = {
     for name in ("accuracy_difference", "accuracy_ratio", "worst_accuracy")
 }
 
+DETECTION_INDICATORS: dict[str, tuple[str, str]] = {
+    "map_difference": ("map", "difference"),
+    "map_ratio": ("map", "ratio"),
+    "recall_50_difference": ("recall_50", "difference"),
+    "worst_map": ("map", "min"),
+}
+
+
+def _table(task: str) -> dict[str, tuple[str, str]]:
+    if task == "binary":
+        return BINARY_INDICATORS
+    if task == "detection":
+        return DETECTION_INDICATORS
+    return MULTICLASS_INDICATORS
+
 
 def indicator_names(task: str) -> tuple[str, ...]:
     """Indicators defined for ``task``."""
-    return tuple(BINARY_INDICATORS if task == "binary" else MULTICLASS_INDICATORS)
+    return tuple(_table(task))
 
 
 def _gap(values: np.ndarray, kind: str, reference: float | None) -> float:
@@ -76,7 +91,7 @@ def fairness_indicators(
 
     Args:
         metrics: metric name -> value per slice (only the slices that take part).
-        task: ``"binary"`` or ``"multiclass"``.
+        task: ``"binary"``, ``"multiclass"`` or ``"detection"``.
         indicators: which to compute (default: every indicator defined for ``task``).
         reference: position of the reference slice in ``metrics``' arrays, or ``None``.
 
@@ -93,7 +108,7 @@ def fairness_indicators(
         >>> {k: round(v, 4) for k, v in out.items()}
         {'equalized_odds_difference': 0.3, 'accuracy_ratio': 0.7778}
     """
-    table = BINARY_INDICATORS if task == "binary" else MULTICLASS_INDICATORS
+    table = _table(task)
     names = list(table) if indicators is None else list(indicators)
     unknown = [n for n in names if n not in table]
     if unknown:

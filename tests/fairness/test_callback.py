@@ -75,7 +75,7 @@ def _predictions(
         (
             {"task": "regression"},
             ValueError,
-            r"`task` to be one of \['binary', 'multiclass'\], but got 'regression'",
+            r"`task` to be one of \['binary', 'multiclass', 'detection'\], but got 'regression'",
         ),
         (
             {"metrics": ["accuracy", "auc"]},

@@ -279,9 +279,9 @@ def test_property_counts_and_indicators_match_fairlearn(n: int, groups: int, see
     ("kwargs", "error", "match"),
     [
         (
-            {"task": "detection"},
+            {"task": "regression"},
             ValueError,
-            r"`task` to be one of \['binary', 'multiclass'\], but got 'detection'",
+            r"`task` to be one of \['binary', 'multiclass', 'detection'\], but got 'regression'",
         ),
         ({"metrics": ["auc"]}, ValueError, r"unknown \['auc'\]"),
         (
