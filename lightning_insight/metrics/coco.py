@@ -109,6 +109,7 @@ class MatchedBoxes:
         self._position = {image: n for n, image in enumerate(self.image_ids)}
         self._boxes = _BoxTable(ground_truth, results, params)
         self._evaluated_at_50: list[Any] | None = None
+        self._matched_by_area: dict[int, np.ndarray] = {}
 
     def _matches_at_50(self) -> list[Any]:
         """Per-image matches at IoU 0.5 alone, from the IoUs already computed (C++ only).
@@ -134,6 +135,17 @@ class MatchedBoxes:
                 bool(params.useCats),
             )
         return self._evaluated_at_50
+
+    def _matched_at_50(self, area: int) -> np.ndarray:
+        """For every detection, the box it matches at IoU 0.5 in area range ``area`` (-1: none).
+
+        Matching is per image, so the matches of any image subset are these, restricted to it: one
+        accumulation over every image serves every slice.
+        """
+        if area not in self._matched_by_area:
+            evaluated, _ = self._accumulate(self.image_ids, area, at_50=True)
+            self._matched_by_area[area] = self._boxes.matched_boxes(evaluated["matched"])
+        return self._matched_by_area[area]
 
     def _accumulate(
         self, image_ids: Sequence[int], area: int | None, *, at_50: bool = False
@@ -205,9 +217,8 @@ class MatchedBoxes:
         iou = np.asarray(self._evaluator._paramsEval.iouThrs)
         index_50, index_75 = int(np.argmin(np.abs(iou - 0.5))), int(np.argmin(np.abs(iou - 0.75)))
         images = np.fromiter(image_ids, dtype=np.int64, count=len(image_ids))
-        at_50, _ = self._accumulate(image_ids, area, at_50=True)
         true_positives, counted, objects = self._boxes.precision_counts(
-            images, area, at_50["matched"]
+            images, area, self._matched_at_50(area)
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             per_category = true_positives / counted
@@ -264,19 +275,23 @@ class _BoxTable:
         outside: np.ndarray = (area < low) | (area > high)
         return outside
 
-    def precision_counts(
-        self, images: np.ndarray, area: int, matched: dict[str, float]
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Per category: matched and counted detections at IoU 0.5; the boxes not ignored."""
-        gt_ignored = self.gt_crowd | self._outside(self.gt_area, area)
-        in_images = np.isin(self.gt_image, images)
-        objects = int((in_images & ~gt_ignored).sum())
+    def matched_boxes(self, matched: dict[str, float]) -> np.ndarray:
+        """Position of the box each detection matches (-1: none), from COCO's ``"dt_gt"`` keys."""
         matched_gt = np.full(self.dt_ids.shape[0], -1, dtype=np.int64)
         if matched:
             pairs = np.array([key.split("_", 1) for key in matched], dtype=np.int64).reshape(-1, 2)
             dt_at = self.dt_order[np.searchsorted(self.dt_ids, pairs[:, 0], sorter=self.dt_order)]
             gt_at = self.gt_order[np.searchsorted(self.gt_ids, pairs[:, 1], sorter=self.gt_order)]
             matched_gt[dt_at] = gt_at
+        return matched_gt
+
+    def precision_counts(
+        self, images: np.ndarray, area: int, matched_gt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Per category: matched and counted detections at IoU 0.5; the boxes not ignored."""
+        gt_ignored = self.gt_crowd | self._outside(self.gt_area, area)
+        in_images = np.isin(self.gt_image, images)
+        objects = int((in_images & ~gt_ignored).sum())
         is_matched = matched_gt >= 0
         to_ignored = is_matched & gt_ignored[np.where(is_matched, matched_gt, 0)]
         dt_in = self.dt_kept & np.isin(self.dt_image, images)

@@ -460,15 +460,11 @@ class _Evaluation:
         # COCO ids start at 1 (image 0, category 0 are legal but unusual enough to avoid)
         self._images = [{"id": i + 1} for i in range(self.count)]
         self._categories = [{"id": int(c) + 1, "name": str(c)} for c in categories]
-        gt_xywh = np.column_stack([gt_boxes[:, :2], gt_boxes[:, 2:] - gt_boxes[:, :2]]).tolist()
-        self._gt = list(
-            zip(
-                (self.gt_image + 1).tolist(),
-                (gt_labels + 1).tolist(),
-                gt_xywh,
-                self.gt_crowd.astype(int).tolist(),
-                strict=True,
-            )
+        self._gt_columns = (
+            (self.gt_image + 1).tolist(),
+            (gt_labels + 1).tolist(),
+            np.column_stack([gt_boxes[:, :2], gt_boxes[:, 2:] - gt_boxes[:, :2]]).tolist(),
+            self.gt_crowd.astype(int).tolist(),
         )
         dt_xywh = np.column_stack([dt_boxes[:, :2], dt_boxes[:, 2:] - dt_boxes[:, :2]]).tolist()
         self._dt = [
@@ -489,17 +485,17 @@ class _Evaluation:
         area_ranges: Sequence[tuple[float, float]],
     ) -> MatchedBoxes:
         """One matching pass with the given areas deciding which boxes each range ignores."""
+        images, labels, boxes, crowds = self._gt_columns
         annotations = [
-            {
-                "id": n + 1,
-                "image_id": image,
-                "category_id": label,
-                "bbox": box,
-                "area": area,
-                "iscrowd": crowd,
-            }
-            for n, ((image, label, box, crowd), area) in enumerate(
-                zip(self._gt, gt_area.tolist(), strict=True)
+            {"id": n, "image_id": i, "category_id": c, "bbox": b, "area": a, "iscrowd": k}
+            for n, i, c, b, a, k in zip(
+                range(1, len(images) + 1),
+                images,
+                labels,
+                boxes,
+                gt_area.tolist(),
+                crowds,
+                strict=True,
             )
         ]
         dataset = {
