@@ -6,7 +6,6 @@ LightningCLI works; the saved ``config.yaml`` is overwritten so a second run in 
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytorch_lightning as pl
@@ -58,7 +57,7 @@ class InsightCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning-insight`` console script (exit status 0 on success)."""
     InsightCLI(
-        args=sys.argv[1:] if args is None else args,
+        args=args,  # None: LightningCLI reads sys.argv itself (and does not warn)
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"default_env": False},
     )

@@ -199,15 +199,18 @@ class SliceReport:
               alerts: none
         """
         main = "map" if self.task == "detection" else "accuracy"
-        count = self.overall.get("count", float("nan"))
+
+        def support(values: Mapping[str, float]) -> str:
+            if self.task != "detection":
+                return f"{values.get('count', 0):.0f} samples"
+            return f"{values.get('count', 0):.0f} images, {values.get('objects', 0):.0f} objects"
+
         lines = [
-            f"[{self.source} epoch {self.epoch}] {main} {self.overall.get(main, float('nan')):.4g} over {count:.0f} samples"
+            f"[{self.source} epoch {self.epoch}] {main} {self.overall.get(main, float('nan')):.4g} over {support(self.overall)}"
         ]
         name, value = self.worst().get(main, ("", float("nan")))
         if name:
-            lines.append(
-                f"  worst slice: {name} {main} {value:.4g} ({self.slices[name].get('count', 0):.0f} samples)"
-            )
+            lines.append(f"  worst slice: {name} {main} {value:.4g} ({support(self.slices[name])})")
         else:
             lines.append("  worst slice: undefined")
         gaps = [

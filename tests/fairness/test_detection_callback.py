@@ -80,6 +80,11 @@ def test_fit_reports_detection_metrics_gaps_and_alerts_each_epoch(tmp_path: Path
     assert scalars["insight/alert/night:map_ratio<0.99"] == 1.0
     assert scalars["insight/alert/map_50<0.01"] == 0.0
     assert {a.rule for a in monitor.alerts} == {"night: map_ratio < 0.99"}
+    first_line, worst_line = report.summary().splitlines()[:2]
+    objects = int(report.overall["objects"])
+    assert first_line.endswith(f"over 45 images, {objects} objects")
+    worst, _ = report.worst()["map"]
+    assert worst_line.startswith(f"  worst slice: {worst} map")
 
 
 def test_validate_test_pickle_and_a_plain_resume(tmp_path: Path) -> None:
