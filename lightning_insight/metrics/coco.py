@@ -13,7 +13,10 @@ This relies on two private names of faster-coco-eval (``_evalImgs_cpp`` and its 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib.util
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +49,58 @@ def _faster_coco_eval() -> tuple[Any, Any, Any]:
     return COCO, COCOeval_faster, faster_eval_api_cpp
 
 
+def _coco_pair(
+    coco_class: Any,
+    dataset: dict[str, Any],
+    detections: Sequence[dict[str, Any]],
+    detection_areas: Sequence[float] | None,
+    copy_inputs: bool,
+) -> tuple[Any, Any]:
+    """Ground truth and results as COCO objects of ``coco_class`` (either library's)."""
+    ground_truth = coco_class()
+    ground_truth.dataset = copy.deepcopy(dataset) if copy_inputs else dataset
+    ground_truth.createIndex()
+    detections = copy.deepcopy(list(detections)) if copy_inputs else list(detections)
+    results = ground_truth.loadRes(detections) if detections else coco_class()
+    if detections and detection_areas is not None:
+        # loadRes sets a result's area to its box's; a caller may give other values to place the
+        # detection in or out of each area range (the object-level slices do).
+        for annotation, area in zip(results.dataset["annotations"], detection_areas, strict=True):
+            annotation["area"] = float(area)
+    if not detections:
+        results.dataset = {
+            "images": ground_truth.dataset["images"],
+            "annotations": [],
+            "categories": ground_truth.dataset["categories"],
+        }
+        results.createIndex()
+    return ground_truth, results
+
+
+def _summary(
+    precision: np.ndarray,
+    recall: np.ndarray,
+    iou: np.ndarray,
+    counts: tuple[np.ndarray, np.ndarray, int],
+) -> dict[str, float]:
+    """The project's metrics from COCO's accumulated arrays (one area range, 100 detections)."""
+    index_50, index_75 = int(np.argmin(np.abs(iou - 0.5))), int(np.argmin(np.abs(iou - 0.75)))
+    true_positives, counted, objects = counts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_category = true_positives / counted
+    return {
+        "map": _mean_defined(precision),
+        "map_50": _mean_defined(precision[index_50]),
+        "map_75": _mean_defined(precision[index_75]),
+        "mar_100": _mean_defined(recall),
+        "recall_50": _mean_defined(recall[index_50]),
+        "precision_50": float(per_category[counted > 0].mean())
+        if (counted > 0).any()
+        else float("nan"),
+        "objects": float(objects),
+    }
+
+
 class MatchedBoxes:
     """One COCO matching pass over every image; per-subset COCO stats from it.
 
@@ -74,25 +129,9 @@ class MatchedBoxes:
         copy_inputs: bool = True,
     ) -> None:
         coco_class, evaluator_class, self._cpp = _faster_coco_eval()
-        ground_truth = coco_class()
-        ground_truth.dataset = copy.deepcopy(dataset) if copy_inputs else dataset
-        ground_truth.createIndex()
-        detections = copy.deepcopy(list(detections)) if copy_inputs else list(detections)
-        results = ground_truth.loadRes(detections) if detections else coco_class()
-        if detections and detection_areas is not None:
-            # loadRes sets a result's area to its box's; a caller may give other values to place
-            # the detection in or out of each area range (the object-level slices do).
-            for annotation, area in zip(
-                results.dataset["annotations"], detection_areas, strict=True
-            ):
-                annotation["area"] = float(area)
-        if not detections:
-            results.dataset = {
-                "images": ground_truth.dataset["images"],
-                "annotations": [],
-                "categories": ground_truth.dataset["categories"],
-            }
-            results.createIndex()
+        ground_truth, results = _coco_pair(
+            coco_class, dataset, detections, detection_areas, copy_inputs
+        )
         self._evaluator = evaluator_class(
             ground_truth,
             results,
@@ -212,27 +251,163 @@ class MatchedBoxes:
                 f"{self._evaluator._paramsEval.areaRng}, but got {area}."
             )
         evaluated, _ = self._accumulate(image_ids, area)
-        precision = np.asarray(evaluated["precision"])[:, :, :, 0, -1]
-        recall = np.asarray(evaluated["recall"])[:, :, 0, -1]
-        iou = np.asarray(self._evaluator._paramsEval.iouThrs)
-        index_50, index_75 = int(np.argmin(np.abs(iou - 0.5))), int(np.argmin(np.abs(iou - 0.75)))
         images = np.fromiter(image_ids, dtype=np.int64, count=len(image_ids))
-        true_positives, counted, objects = self._boxes.precision_counts(
-            images, area, self._matched_at_50(area)
+        return _summary(
+            np.asarray(evaluated["precision"])[:, :, :, 0, -1],
+            np.asarray(evaluated["recall"])[:, :, 0, -1],
+            np.asarray(self._evaluator._paramsEval.iouThrs),
+            self._boxes.precision_counts(images, area, self._matched_at_50(area)),
         )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_category = true_positives / counted
-        return {
-            "map": _mean_defined(precision),
-            "map_50": _mean_defined(precision[index_50]),
-            "map_75": _mean_defined(precision[index_75]),
-            "mar_100": _mean_defined(recall),
-            "recall_50": _mean_defined(recall[index_50]),
-            "precision_50": float(per_category[counted > 0].mean())
-            if (counted > 0).any()
-            else float("nan"),
-            "objects": float(objects),
-        }
+
+
+class PycocotoolsMatchedBoxes:
+    """:class:`MatchedBoxes` on pycocotools, for where faster-coco-eval cannot be installed.
+
+    The same numbers (the tests compare the two), slower: pycocotools matches in Python. The matching
+    still runs once; a subset is accumulated by setting ``params.imgIds`` and ``params.areaRng`` to it
+    after ``evaluate()``, which pycocotools' ``accumulate`` supports, and ``precision_50`` counts its
+    per-image matches at IoU 0.5 (``dtMatches[0]``).
+
+    Example:
+        >>> gt = {"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": [{"id": 1,
+        ...       "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0}]}
+        >>> matched = PycocotoolsMatchedBoxes(gt, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}])
+        >>> stats = matched.detection_stats([1])
+        >>> round(stats["map"], 6), stats["precision_50"], stats["objects"]
+        (1.0, 1.0, 1.0)
+    """
+
+    def __init__(
+        self,
+        dataset: dict[str, Any],
+        detections: Sequence[dict[str, Any]],
+        *,
+        area_ranges: Sequence[tuple[float, float]] | None = None,
+        detection_areas: Sequence[float] | None = None,
+        copy_inputs: bool = True,
+    ) -> None:
+        try:
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+        except (
+            ModuleNotFoundError
+        ) as error:  # pragma: no cover - exercised only without the package
+            raise ModuleNotFoundError(
+                "COCO evaluation needs faster-coco-eval or pycocotools: "
+                "pip install -c constraints.txt faster-coco-eval"
+            ) from error
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            ground_truth, results = _coco_pair(
+                COCO, dataset, detections, detection_areas, copy_inputs
+            )
+            self._evaluator = COCOeval(ground_truth, results, "bbox")
+            if area_ranges is not None:
+                self._evaluator.params.areaRng = [[float(a), float(b)] for a, b in area_ranges]
+                self._evaluator.params.areaRngLbl = [f"range{i}" for i in range(len(area_ranges))]
+            self._evaluator.evaluate()
+        params = self._evaluator._paramsEval
+        self.image_ids: tuple[int, ...] = tuple(int(i) for i in params.imgIds)
+        self._position = {image: n for n, image in enumerate(self.image_ids)}
+
+    def detection_stats(self, image_ids: Sequence[int], *, area: int = 0) -> dict[str, float]:
+        """See :meth:`MatchedBoxes.detection_stats`.
+
+        Raises:
+            ValueError: if an image id is not in the evaluated set or ``area`` is not a range index.
+        """
+        evaluator = self._evaluator
+        evaluated = evaluator._paramsEval
+        if not 0 <= area < len(evaluated.areaRng):
+            raise ValueError(
+                f"Expected argument `area` to index the area ranges {evaluated.areaRng}, but got {area}."
+            )
+        unknown = [i for i in image_ids if i not in self._position]
+        if unknown:
+            raise ValueError(
+                f"Expected image ids from the evaluated images, but got unknown ids {unknown[:5]}."
+            )
+        # pycocotools' accumulate indexes evalImgs with positions in the *new* params, so a subset
+        # goes to a shallow copy holding only the subset's entries, laid out for the subset
+        chosen = sorted(set(image_ids))
+        images, areas = len(evaluated.imgIds), len(evaluated.areaRng)
+        categories = list(evaluated.catIds) if evaluated.useCats else [-1]
+        entries = [
+            evaluator.evalImgs[(k * areas + area) * images + self._position[image]]
+            for k in range(len(categories))
+            for image in chosen
+        ]
+        params = copy.copy(evaluated)
+        params.imgIds = chosen
+        params.areaRng = [evaluated.areaRng[area]]
+        params.areaRngLbl = [evaluated.areaRngLbl[area]]
+        subset = copy.copy(evaluator)
+        subset.evalImgs, subset.params, subset._paramsEval = entries, params, params
+        with contextlib.redirect_stdout(io.StringIO()):
+            subset.accumulate()
+        true_positives = np.zeros(len(categories))
+        counted = np.zeros(len(categories))
+        objects = 0
+        for n, entry in enumerate(entries):
+            if entry is None:
+                continue
+            k = n // max(len(chosen), 1)
+            objects += int((~np.asarray(entry["gtIgnore"], dtype=bool)).sum())
+            kept = ~np.asarray(entry["dtIgnore"][0], dtype=bool)
+            counted[k] += int(kept.sum())
+            true_positives[k] += int((np.asarray(entry["dtMatches"][0])[kept] > 0).sum())
+        return _summary(
+            np.asarray(subset.eval["precision"])[:, :, :, 0, -1],
+            np.asarray(subset.eval["recall"])[:, :, 0, -1],
+            np.asarray(evaluated.iouThrs),
+            (true_positives, counted, objects),
+        )
+
+
+#: Either matcher: the same constructor arguments and ``detection_stats``.
+Matcher = MatchedBoxes | PycocotoolsMatchedBoxes
+COCO_BACKENDS = ("faster-coco-eval", "pycocotools")
+
+
+def coco_backends() -> tuple[str, ...]:
+    """The COCO libraries that import here, fastest first."""
+    found = []
+    for name, module in (("faster-coco-eval", "faster_coco_eval"), ("pycocotools", "pycocotools")):
+        if importlib.util.find_spec(module) is not None:
+            found.append(name)
+    return tuple(found)
+
+
+def matched_boxes(
+    dataset: dict[str, Any],
+    detections: Sequence[dict[str, Any]],
+    *,
+    backend: str | None = None,
+    **kwargs: Any,
+) -> Matcher:
+    """One matching pass over ``dataset`` and ``detections`` with a COCO library.
+
+    ``backend``: ``"faster-coco-eval"``, ``"pycocotools"``, or ``None`` for the first of
+    :func:`coco_backends`; ``kwargs`` go to :class:`MatchedBoxes`.
+
+    Raises:
+        ValueError: for an unknown backend.
+        ModuleNotFoundError: with the pip command, when no COCO library imports.
+    """
+    if backend is None:
+        available = coco_backends()
+        if not available:
+            raise ModuleNotFoundError(
+                "COCO evaluation needs faster-coco-eval (or pycocotools): "
+                "pip install -c constraints.txt faster-coco-eval"
+            )
+        backend = available[0]
+    if backend == "faster-coco-eval":
+        return MatchedBoxes(dataset, detections, **kwargs)
+    if backend == "pycocotools":
+        return PycocotoolsMatchedBoxes(dataset, detections, **kwargs)
+    raise ValueError(
+        f"Expected argument `backend` to be 'faster-coco-eval', 'pycocotools' or None, but got {backend!r}."
+    )
 
 
 def _mean_defined(values: np.ndarray) -> float:

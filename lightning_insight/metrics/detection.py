@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from lightning_insight.metrics.coco import MatchedBoxes
+from lightning_insight.metrics.coco import COCO_BACKENDS, Matcher, matched_boxes
 from lightning_insight.slicing.index import SliceIndex
 from lightning_insight.slicing.spec import AttributeSpec, SliceSpec
 
@@ -233,6 +233,9 @@ class SlicedDetection(Metric):
             boxes (the target's ``area`` when given, else the box's) when neither does.
         num_classes: labels must lie in ``[0, num_classes)``; ``None`` takes the categories from the data.
         max_slices: the most distinct values one categorical attribute may take.
+        backend: the COCO library that matches boxes: ``"faster-coco-eval"`` (a dependency; one
+            matching pass serves every image-level slice), ``"pycocotools"`` (the fallback, same numbers,
+            matching in Python), or ``None`` for the first that imports.
 
     Example:
         >>> from lightning_insight.slicing import parse_slice_specs
@@ -258,9 +261,16 @@ class SlicedDetection(Metric):
         specs: Sequence[SliceSpec],
         num_classes: int | None = None,
         max_slices: int = 1000,
+        backend: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if backend is not None and backend not in COCO_BACKENDS:
+            raise ValueError(
+                f"Expected argument `backend` to be one of {list(COCO_BACKENDS)} or None, but got "
+                f"{backend!r}."
+            )
+        self.backend = backend
         if num_classes is not None and (
             not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
         ):
@@ -429,14 +439,17 @@ class SlicedDetection(Metric):
     def compute(self) -> DetectionSliceStats:  # type: ignore[override]
         """Metrics per slice over every image seen since the last reset (a collective under DDP)."""
         return _slice_stats(
-            self._gathered(), self.specs, self.index, self._levels, self.num_classes
+            self._gathered(), self.specs, self.index, self._levels, self.num_classes, self.backend
         )
 
 
 class _Evaluation:
     """All images as COCO data, and the matching passes made over them."""
 
-    def __init__(self, images: Sequence[_Image], num_classes: int | None) -> None:
+    def __init__(
+        self, images: Sequence[_Image], num_classes: int | None, backend: str | None
+    ) -> None:
+        self.backend = backend
         self.count = len(images)
         self.gt_image = np.concatenate(
             [np.full(len(im.gt_labels), i, np.int64) for i, im in enumerate(images)]
@@ -483,7 +496,7 @@ class _Evaluation:
         gt_area: np.ndarray,
         dt_area: np.ndarray | None,
         area_ranges: Sequence[tuple[float, float]],
-    ) -> MatchedBoxes:
+    ) -> Matcher:
         """One matching pass with the given areas deciding which boxes each range ignores."""
         images, labels, boxes, crowds = self._gt_columns
         annotations = [
@@ -504,9 +517,10 @@ class _Evaluation:
             "categories": self._categories,
         }
         detections = [dict(d) for d in self._dt]
-        return MatchedBoxes(
+        return matched_boxes(
             dataset,
             detections,
+            backend=self.backend,
             area_ranges=area_ranges,
             detection_areas=None if dt_area is None else dt_area.tolist(),
             copy_inputs=False,
@@ -528,10 +542,11 @@ def _slice_stats(
     index: _DetectionIndex,
     levels: Mapping[str, str],
     num_classes: int | None,
+    backend: str | None,
 ) -> DetectionSliceStats:
     object_level = tuple(n for n, level in levels.items() if level != "image")
     count = len(images)
-    evaluation = _Evaluation(images, num_classes) if count else None
+    evaluation = _Evaluation(images, num_classes, backend) if count else None
     # ids of every attribute: per image for image-level ones, per box (and per detection for box_area)
     image_ids: dict[str, np.ndarray] = {}
     gt_ids: dict[str, np.ndarray] = {}
@@ -609,7 +624,7 @@ def _dimension_stats(
     spec: SliceSpec,
     combos: Sequence[tuple[int, ...]],
     evaluation: _Evaluation,
-    main: MatchedBoxes | None,
+    main: Matcher | None,
     image_ids: Mapping[str, np.ndarray],
     gt_ids: Mapping[str, np.ndarray],
     dt_ids: Mapping[str, np.ndarray],
@@ -627,7 +642,7 @@ def _dimension_stats(
         return mask
 
     # one matching pass per object-level part of the slices, keyed by that part's ids
-    passes: dict[tuple[int, ...], tuple[MatchedBoxes, int]] = {}
+    passes: dict[tuple[int, ...], tuple[Matcher, int]] = {}
     if box_keys:
         parts = list(dict.fromkeys(tuple(c[positions[k]] for k in box_keys) for c in combos))
         gt_code = _codes(parts, [gt_ids[k] for k in box_keys])
@@ -680,9 +695,12 @@ def detection_slice_stats(
     specs: Sequence[SliceSpec],
     num_classes: int | None = None,
     max_slices: int = 1000,
+    backend: str | None = None,
 ) -> DetectionSliceStats:
     """Detection metrics per slice of one set of images (no state); see :class:`SlicedDetection`."""
-    metric = SlicedDetection(specs=specs, num_classes=num_classes, max_slices=max_slices)
+    metric = SlicedDetection(
+        specs=specs, num_classes=num_classes, max_slices=max_slices, backend=backend
+    )
     metric.update(preds, target, attributes)
     return metric.compute()
 

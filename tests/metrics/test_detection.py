@@ -33,11 +33,19 @@ def _row(stats: Any, dimension: str, name: str) -> dict[str, float]:
     return {m: float(values[m][i]) for m in DETECTION_METRICS}
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["faster-coco-eval", "pycocotools"])
+
+
+@BACKENDS
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_image_level_slices_equal_pycocotools_on_the_subset(seed: int) -> None:
+def test_image_level_slices_equal_pycocotools_on_the_subset(seed: int, backend: str) -> None:
     preds, target, attributes, _ = random_images(seed)
     stats = detection_slice_stats(
-        preds, target, attributes, specs=parse_slice_specs(["weather", "weather&night"])
+        preds,
+        target,
+        attributes,
+        specs=parse_slice_specs(["weather", "weather&night"]),
+        backend=backend,
     )
     _assert_close(stats.overall, coco_oracle(preds, target, range(len(target))), "overall")
     assert stats.overall["count"] == len(target)
@@ -53,11 +61,18 @@ def test_image_level_slices_equal_pycocotools_on_the_subset(seed: int) -> None:
     assert stats.support == {"weather": "count", "weather&night": "count"}
 
 
+@BACKENDS
 @pytest.mark.parametrize("seed", [3, 4])
-def test_object_level_slices_ignore_the_other_boxes_as_coco_ignores_crowds(seed: int) -> None:
+def test_object_level_slices_ignore_the_other_boxes_as_coco_ignores_crowds(
+    seed: int, backend: str
+) -> None:
     preds, target, attributes, _ = random_images(seed)
     stats = detection_slice_stats(
-        preds, target, attributes, specs=parse_slice_specs(["occluded", "weather&group"])
+        preds,
+        target,
+        attributes,
+        specs=parse_slice_specs(["occluded", "weather&group"]),
+        backend=backend,
     )
     for flag in (False, True):
         row = _row(stats, "occluded", f"occluded={flag}")
@@ -83,12 +98,14 @@ def test_object_level_slices_ignore_the_other_boxes_as_coco_ignores_crowds(seed:
     assert stats.support["occluded"] == "objects"
 
 
-def test_box_area_slices_are_coco_area_ranges() -> None:
+@BACKENDS
+def test_box_area_slices_are_coco_area_ranges(backend: str) -> None:
     preds, target, attributes, _ = random_images(5, images=80)
     stats = detection_slice_stats(
         preds,
         target,
         attributes,
+        backend=backend,
         specs=parse_slice_specs(["box_area:0,1024,9216,inf", "night&box_area:0,1024,9216,inf"]),
     )
     names, _ = stats.dimensions["box_area:0,1024,9216,inf"]
@@ -244,3 +261,53 @@ def test_lists_of_dicts_are_required() -> None:
         metric.update([_image(scores=torch.ones(1))], [_image(), _image()], {})
     with pytest.raises(ValueError, match=r"`num_classes` to be an int >= 1 or None, but got 0"):
         SlicedDetection(specs=parse_slice_specs(["weather"]), num_classes=0)
+
+
+def test_the_two_backends_agree_on_every_slice() -> None:
+    preds, target, attributes, _ = random_images(9)
+    specs = parse_slice_specs(["weather", "occluded", "night&box_area:0,1024,9216,inf"])
+    fast, slow = (
+        detection_slice_stats(preds, target, attributes, specs=specs, backend=backend)
+        for backend in ("faster-coco-eval", "pycocotools")
+    )
+    _assert_close(fast.overall, slow.overall, "overall")
+    for dimension, (names, values) in fast.dimensions.items():
+        assert slow.dimensions[dimension][0] == names
+        for i, name in enumerate(names):
+            _assert_close(
+                {m: float(values[m][i]) for m in DETECTION_METRICS},
+                {m: float(slow.dimensions[dimension][1][m][i]) for m in DETECTION_METRICS},
+                name,
+            )
+
+
+def test_backend_errors_name_the_argument_and_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_insight.metrics import coco
+
+    with pytest.raises(
+        ValueError,
+        match=r"`backend` to be one of \['faster-coco-eval', 'pycocotools'\] or None, but got 'tf'",
+    ):
+        SlicedDetection(specs=parse_slice_specs(["weather"]), backend="tf")
+    with pytest.raises(
+        ValueError, match=r"`backend` to be 'faster-coco-eval', 'pycocotools' or None, but got 'x'"
+    ):
+        coco.matched_boxes({}, [], backend="x")
+    monkeypatch.setattr(coco.importlib.util, "find_spec", lambda name: None)
+    assert coco.coco_backends() == ()
+    with pytest.raises(
+        ModuleNotFoundError, match=r"pip install -c constraints\.txt faster-coco-eval"
+    ):
+        coco.matched_boxes({}, [])
+
+
+@BACKENDS
+def test_an_area_index_out_of_range_is_refused(backend: str) -> None:
+    from lightning_insight.metrics import coco
+
+    dataset = {"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1}]}
+    matched = coco.matched_boxes(dataset, [], backend=backend)
+    with pytest.raises(ValueError, match=r"`area` to index the area ranges .*, but got 4"):
+        matched.detection_stats([1], area=4)
+    with pytest.raises(ValueError, match=r"unknown ids \[7\]"):
+        matched.detection_stats([7])
