@@ -22,6 +22,7 @@ _EXPORTS = {
     "SinkGroup": "lightning_insight.sinks",
     "SliceReport": "lightning_insight.fairness.results",
     "SlicedConfusion": "lightning_insight.metrics.classification",
+    "SlicedDetection": "lightning_insight.metrics.detection",
     "TensorBoardSink": "lightning_insight.sinks",
     "WandbSink": "lightning_insight.sinks",
     "fairness_indicators": "lightning_insight.fairness.indicators",
@@ -40,6 +41,7 @@ __all__ = [
     "SinkGroup",
     "SliceReport",
     "SlicedConfusion",
+    "SlicedDetection",
     "TensorBoardSink",
     "WandbSink",
     "fairness_indicators",
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from lightning_insight.fairness.indicators import fairness_indicators
     from lightning_insight.fairness.results import Alert, SliceReport
     from lightning_insight.metrics.classification import SlicedConfusion
+    from lightning_insight.metrics.detection import SlicedDetection
     from lightning_insight.sinks import CSVSink, MemorySink, SinkGroup, TensorBoardSink, WandbSink
 
 
