@@ -20,6 +20,9 @@ _EXPORTS = {
     "FairnessMonitor": "lightning_insight.fairness.callback",
     "MemorySink": "lightning_insight.sinks",
     "SinkGroup": "lightning_insight.sinks",
+    "SliceDiscoveryMonitor": "lightning_insight.discovery.callback",
+    "SliceDiscoveryReport": "lightning_insight.discovery.results",
+    "SliceFinder": "lightning_insight.discovery.finder",
     "SliceReport": "lightning_insight.fairness.results",
     "SlicedConfusion": "lightning_insight.metrics.classification",
     "SlicedDetection": "lightning_insight.metrics.detection",
@@ -39,6 +42,9 @@ __all__ = [
     "FairnessMonitor",
     "MemorySink",
     "SinkGroup",
+    "SliceDiscoveryMonitor",
+    "SliceDiscoveryReport",
+    "SliceFinder",
     "SliceReport",
     "SlicedConfusion",
     "SlicedDetection",
@@ -51,6 +57,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lightning_insight.batch import BatchData
+    from lightning_insight.discovery.callback import SliceDiscoveryMonitor
+    from lightning_insight.discovery.finder import SliceFinder
+    from lightning_insight.discovery.results import SliceDiscoveryReport
     from lightning_insight.fairness.alerts import AlertRule, parse_alert_rule
     from lightning_insight.fairness.callback import FairnessAlertWarning, FairnessMonitor
     from lightning_insight.fairness.functional import slice_metrics

@@ -13,11 +13,13 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.cli import LightningCLI
 from typing_extensions import override
 
+from lightning_insight.discovery.callback import SliceDiscoveryMonitor
+from lightning_insight.discovery.results import SliceDiscoveryReport
 from lightning_insight.fairness.callback import FairnessMonitor
 
 
 class EpochSummary(Callback):
-    """Prints each FairnessMonitor's newest report after every validation/test epoch (rank 0 only)."""
+    """Prints each monitor's newest report after every validation/test epoch (rank 0 only)."""
 
     def _print(self, trainer: pl.Trainer) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
@@ -34,6 +36,11 @@ class EpochSummary(Callback):
                 if (a.epoch, a.step, a.source) == (report.epoch, report.step, report.source)
             ]
             print(report.summary(fired), flush=True)  # the CLI's own output, not the library's
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, SliceDiscoveryMonitor) and callback.history:
+                found = callback.history[-1]
+                if (found.epoch, found.step) == (trainer.current_epoch, trainer.global_step):
+                    print(_discovery_summary(found), flush=True)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -42,6 +49,19 @@ class EpochSummary(Callback):
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._print(trainer)
+
+
+def _discovery_summary(report: SliceDiscoveryReport, top: int = 3) -> str:
+    lines = [
+        f"[{report.source} epoch {report.epoch}] discovered {len(report.slices)} slices over "
+        f"{report.num_samples} probe images (error rate {report.overall_error_rate:.3g})"
+    ]
+    for found in report.slices[:top]:
+        lines.append(
+            f"  slice {found.slice_id}: {found.size} images, error rate {found.error_rate:.3g} "
+            f"(lift {found.lift:.2g}), {len(found.mislabel_candidates)} mislabel candidates"
+        )
+    return "\n".join(lines)
 
 
 class InsightCLI(LightningCLI):

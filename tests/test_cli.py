@@ -47,17 +47,21 @@ def test_console_script_exits_zero_and_validate_subcommand(tmp_path: Path, run_o
     assert script is not None
     proc = run_ok([script, "validate", "--config", str(CONFIG), *SMALL], tmp_path)
     assert "[val epoch 0] accuracy" in proc.stdout
+    # SliceDiscoveryMonitor runs at every validate(): 96 probe images, the default 8 slices
+    assert "[val epoch 0] discovered 8 slices over 96 probe images" in proc.stdout
+    (csv_path,) = tmp_path.glob("lightning_logs/version_*/insight/slices.csv")
+    with csv_path.open() as f:
+        dimensions = {row["dimension"] for row in csv.DictReader(f)}
+    assert {"weather", "discovered"} <= dimensions
 
 
 def test_bad_config_value_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    # a later --config replaces the callback list (FIELD_NOTES): only the bad FairnessMonitor is left
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "trainer:\n  callbacks:\n    - class_path: lightning_insight.FairnessMonitor\n"
+        "      init_args: {task: regression, slices: [weather]}\n"
+    )
     with pytest.raises(ValueError, match=r"`task` to be one of"):
-        main(
-            [
-                "fit",
-                "--config",
-                str(CONFIG),
-                *SMALL,
-                "--trainer.callbacks.init_args.task=regression",
-            ]
-        )
+        main(["fit", "--config", str(CONFIG), "--config", str(bad), *SMALL])
