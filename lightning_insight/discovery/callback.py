@@ -9,14 +9,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_insight.discovery.finder import SliceFinder, read_probe_batch
 from lightning_insight.discovery.results import SliceDiscoveryReport
 from lightning_insight.fairness.functional import check_positive_int
-from lightning_insight.sinks import Sink, SinkGroup, sinks_for_trainer
+from lightning_insight.sinks import Sink
+from lightning_insight.sinks.callback import SinkCallback
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class DiscoveryAlertWarning(UserWarning):
     """Warned when a discovered slice is large and much worse than the whole (``on_alert="warn"``)."""
 
 
-class SliceDiscoveryMonitor(Callback):
+class SliceDiscoveryMonitor(SinkCallback):
     r"""Finds slices without metadata from the model's own attributions (after AttributionScanner).
 
     Every ``every_n_epochs`` validation epochs of ``fit`` (and at every ``trainer.validate()``), a fixed,
@@ -95,7 +95,7 @@ class SliceDiscoveryMonitor(Callback):
         prefix: str = "insight",
         finder_options: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(sinks)
         if not isinstance(layer, str) or not layer:
             raise TypeError(
                 f"Expected argument `layer` to be a module name such as 'backbone.2', but got {layer!r}."
@@ -136,7 +136,6 @@ class SliceDiscoveryMonitor(Callback):
         self.alert_lift = float(alert_lift)
         self.on_alert = on_alert
         self.adapter = adapter
-        self.requested_sinks = None if sinks is None else list(sinks)
         self.prefix = prefix
         # the finder checks its own arguments (method, target, num_slices vs max_samples) here, eagerly
         self.finder = SliceFinder(
@@ -152,34 +151,13 @@ class SliceDiscoveryMonitor(Callback):
         self.history: list[SliceDiscoveryReport] = []
         self.alerts: list[dict[str, Any]] = []
         self._active = False
-        self._sinks: SinkGroup | None = None
-        self._sinks_trainer: int | None = None
 
     @property
     @override
     def state_key(self) -> str:
         return self._generate_state_key(layer=self.layer, method=self.method, prefix=self.prefix)
 
-    @property
-    def sinks(self) -> SinkGroup | None:
-        """The sinks results go to (built at ``setup``)."""
-        return self._sinks
-
     # ------------------------------------------------------------------ set-up
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._sinks is None or self._sinks_trainer != id(trainer):
-            self._sinks_trainer = id(trainer)
-            self._sinks = SinkGroup(
-                sinks_for_trainer(trainer, self.requested_sinks),
-                is_global_zero=trainer.is_global_zero,
-            )
-
-    @override
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._sinks is not None:
-            self._sinks.close()
-
     def _scheduled(self, trainer: pl.Trainer) -> bool:
         if trainer.sanity_checking:
             return False
@@ -300,12 +278,6 @@ class SliceDiscoveryMonitor(Callback):
         self.history = [SliceDiscoveryReport.from_dict(r) for r in state_dict.get("history", [])]
         self.alerts = [dict(a) for a in state_dict.get("alerts", [])]
         self.finder.load_state_dict(state_dict.get("finder", {}))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_sinks_trainer"] = None
-        state["_sinks"] = None
-        return state
 
 
 def _dataset_size(trainer: pl.Trainer) -> int | None:

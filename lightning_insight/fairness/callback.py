@@ -8,7 +8,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
@@ -29,7 +28,8 @@ from lightning_insight.fairness.indicators import indicator_names
 from lightning_insight.fairness.results import Alert, SliceReport
 from lightning_insight.metrics.classification import SlicedConfusion
 from lightning_insight.metrics.detection import SlicedDetection
-from lightning_insight.sinks import Sink, SinkGroup, sinks_for_trainer
+from lightning_insight.sinks import Sink
+from lightning_insight.sinks.callback import SinkCallback
 from lightning_insight.slicing.spec import parse_slice_specs
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class FairnessAlertWarning(UserWarning):
     """Warned when an alert rule fires with ``on_alert="warn"`` (filterable with ``warnings``)."""
 
 
-class FairnessMonitor(Callback):
+class FairnessMonitor(SinkCallback):
     r"""Sliced metrics, group-fairness gaps and alerts at the end of every validation (and test) epoch.
 
     The LightningModule stays unchanged: ``validation_step`` returns ``{"preds": ..., "target": ...}`` (or
@@ -118,7 +118,7 @@ class FairnessMonitor(Callback):
         reference: Mapping[str, str] | None = None,
         max_slices: int = 1000,
     ) -> None:
-        super().__init__()
+        super().__init__(sinks)
         check_task(task)
         self.specs = parse_slice_specs(slices if isinstance(slices, str) else list(slices))
         self.task = task
@@ -159,7 +159,6 @@ class FairnessMonitor(Callback):
         self.min_support = min_support
         self.every_n_epochs = every_n_epochs
         self.adapter = adapter
-        self.requested_sinks = None if sinks is None else list(sinks)
         self.on_alert = on_alert
         self.prefix = prefix
         self.patience = patience
@@ -174,8 +173,6 @@ class FairnessMonitor(Callback):
         )
         self._metrics: dict[str, SlicedConfusion | SlicedDetection] = {}
         self._index_states: dict[str, Any] = {}
-        self._sinks: SinkGroup | None = None
-        self._sinks_trainer: int | None = None
 
     @property
     @override
@@ -185,26 +182,6 @@ class FairnessMonitor(Callback):
         )
 
     # ------------------------------------------------------------------ set-up
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # a new Trainer (another log dir, other loggers) gets its own sinks; the same one keeps them
-        if self._sinks is None or self._sinks_trainer != id(trainer):
-            self._sinks_trainer = id(trainer)
-            self._sinks = SinkGroup(
-                sinks_for_trainer(trainer, self.requested_sinks),
-                is_global_zero=trainer.is_global_zero,
-            )
-
-    @override
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._sinks is not None:
-            self._sinks.close()
-
-    @property
-    def sinks(self) -> SinkGroup | None:
-        """The sinks results go to (built at ``setup``)."""
-        return self._sinks
-
     def _skip(self, trainer: pl.Trainer, stage: str) -> bool:
         if trainer.sanity_checking:
             return True
@@ -405,9 +382,3 @@ class FairnessMonitor(Callback):
         for key, metric in self._metrics.items():
             if key in self._index_states:
                 metric.index.load_state_dict(self._index_states.pop(key))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_sinks_trainer"] = None
-        state["_sinks"] = None  # writers hold threads and file handles; setup builds them again
-        return state
