@@ -24,6 +24,7 @@ _EXPORTS = {
     "SliceDiscoveryReport": "lightning_insight.discovery.results",
     "SliceFinder": "lightning_insight.discovery.finder",
     "SliceReport": "lightning_insight.fairness.results",
+    "SpuriousSliceMitigation": "lightning_insight.discovery.mitigation",
     "SlicedConfusion": "lightning_insight.metrics.classification",
     "SlicedDetection": "lightning_insight.metrics.detection",
     "TensorBoardSink": "lightning_insight.sinks",
@@ -48,6 +49,7 @@ __all__ = [
     "SliceReport",
     "SlicedConfusion",
     "SlicedDetection",
+    "SpuriousSliceMitigation",
     "TensorBoardSink",
     "WandbSink",
     "fairness_indicators",
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from lightning_insight.batch import BatchData
     from lightning_insight.discovery.callback import SliceDiscoveryMonitor
     from lightning_insight.discovery.finder import SliceFinder
+    from lightning_insight.discovery.mitigation import SpuriousSliceMitigation
     from lightning_insight.discovery.results import SliceDiscoveryReport
     from lightning_insight.fairness.alerts import AlertRule, parse_alert_rule
     from lightning_insight.fairness.callback import FairnessAlertWarning, FairnessMonitor
