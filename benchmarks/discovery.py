@@ -10,7 +10,7 @@ share of a training run.
    width 128 (``cluster_features``; MiniBatchKMeans past 20k rows).
 3. The quickstart's training run (``configs/quickstart.yaml`` sizes: 3000 train / 1500 val images,
    6 epochs) with FairnessMonitor only, and with SliceDiscoveryMonitor added at its default schedule
-   (every 2nd epoch, 1500 probe images): total time and the monitor's own hook time.
+   (every 2nd epoch, 1000 probe images): total time and the monitor's own hook time.
 
 Run ``python benchmarks/discovery.py`` (about 3 minutes) or ``--quick``.
 """
