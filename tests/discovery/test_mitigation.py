@@ -703,7 +703,11 @@ def test_input_gradient_under_two_process_ddp_averages_loss_plus_penalty_gradien
     assert set(ranks[0]["ids"].tolist()).isdisjoint(ranks[1]["ids"].tolist())
     for rank in ranks:
         for name, gradient in expected.items():
-            assert torch.allclose(rank["gradients"][name], gradient, rtol=1e-4, atol=1e-6), name
+            # float32 sums in another order (the all-reduce): tolerance relative to the gradient's scale
+            scale = float(gradient.abs().max())
+            assert torch.allclose(
+                rank["gradients"][name], gradient, rtol=1e-4, atol=1e-5 * scale
+            ), name
 
 
 # ---------------------------------------------------------------------------------------- the planted shortcut
