@@ -221,13 +221,11 @@ class SliceDiscoveryMonitor(SinkCallback):
         scalars = report.scalars(self.prefix)
         scalars[f"{self.prefix}/discovery/alert"] = 1.0 if alerting else 0.0
         self._emit(report, scalars)
-        for key in (
+        headline = (
             f"{self.prefix}/discovery/worst/error_rate",
             f"{self.prefix}/discovery/worst/lift",
-        ):
-            if key in scalars:
-                value = torch.tensor(scalars[key], dtype=torch.float32, device=pl_module.device)
-                pl_module.log(key, value, logger=False, sync_dist=True, add_dataloader_idx=False)
+        )
+        self.log_headline(pl_module, {k: scalars[k] for k in headline if k in scalars})
         for found in alerting:
             alert = {
                 "epoch": report.epoch,

@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
@@ -265,12 +264,9 @@ class FairnessMonitor(SinkCallback):
             scalars = report.scalars(self.prefix, suffix)
             self._emit(report, scalars, fired, suffix)
             headline = (f"{self.prefix}/gap/", f"{self.prefix}/worst/")
-            for key, value in scalars.items():
-                if key.startswith(headline):
-                    tensor = torch.tensor(value, dtype=torch.float32, device=pl_module.device)
-                    pl_module.log(
-                        key, tensor, logger=False, sync_dist=True, add_dataloader_idx=False
-                    )
+            self.log_headline(
+                pl_module, {k: v for k, v in scalars.items() if k.startswith(headline)}
+            )
             self._act(trainer, fired)
             metric.reset()
         # any rank's decision stops every rank together (reports are identical after sync anyway)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
@@ -49,6 +50,17 @@ class SinkCallback(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._sinks is not None:
             self._sinks.close()
+
+    @staticmethod
+    def log_headline(pl_module: pl.LightningModule, values: Mapping[str, float]) -> None:
+        """Log ``values`` through ``pl_module.log`` so EarlyStopping/ModelCheckpoint can monitor them.
+
+        ``logger=False`` (the sinks already wrote them) and ``sync_dist=True`` (epoch-level values
+        under DDP); call it from ``on_*_epoch_end`` on every rank.
+        """
+        for key, value in values.items():
+            tensor = torch.tensor(value, dtype=torch.float32, device=pl_module.device)
+            pl_module.log(key, tensor, logger=False, sync_dist=True, add_dataloader_idx=False)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
