@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Alert": "lightning_insight.fairness.results",
     "AlertRule": "lightning_insight.fairness.alerts",
+    "AttributionComparer": "lightning_insight.comparison.comparer",
+    "AttributionComparisonReport": "lightning_insight.comparison.results",
     "BatchData": "lightning_insight.batch",
     "CSVSink": "lightning_insight.sinks",
     "FairnessAlertWarning": "lightning_insight.fairness.callback",
@@ -37,6 +39,8 @@ _EXPORTS = {
 __all__ = [
     "Alert",
     "AlertRule",
+    "AttributionComparer",
+    "AttributionComparisonReport",
     "BatchData",
     "CSVSink",
     "FairnessAlertWarning",
@@ -59,6 +63,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lightning_insight.batch import BatchData
+    from lightning_insight.comparison.comparer import AttributionComparer
+    from lightning_insight.comparison.results import AttributionComparisonReport
     from lightning_insight.discovery.callback import SliceDiscoveryMonitor
     from lightning_insight.discovery.finder import SliceFinder
     from lightning_insight.discovery.mitigation import SpuriousSliceMitigation

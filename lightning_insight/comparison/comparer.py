@@ -4,7 +4,7 @@ Both models' attribution maps for the same class are taken on one seeded probe s
 input size, rectified and normalised per image to sum 1, so each cell of a regular ``grid x grid``
 partition holds the share of a model's evidence that falls in it. The cells either model relies on most
 become *regions*; one shared extractor (model A's feature map, average-pooled over the cell) embeds them,
-and k-means groups regions that look alike. Per cluster, ``mass_b - mass_a`` says which model relies on
+and k-means groups regions that look alike. Per cluster, ``attribution_b - attribution_a`` says which model relies on
 that kind of region more, with a bootstrap interval over images.
 """
 
@@ -145,7 +145,7 @@ class AttributionComparer:
     share of the evidence. Per image the ``top_regions`` cells of A and of B (their union) are kept,
     embedded with model A's feature map at ``layer_a`` average-pooled over the cell, and clustered
     (:func:`~lightning_insight.discovery.cluster_features`). Each cluster reports
-    ``difference = mass_b - mass_a`` with a 95% bootstrap interval over images; clusters are ranked by
+    ``difference = attribution_b - attribution_a`` with a 95% bootstrap interval over images; clusters are ranked by
     ``|difference| x regions``.
 
     The models are used as they are: call ``.eval()`` first so batch-norm statistics stay fixed.
@@ -385,8 +385,8 @@ class AttributionComparer:
             features.append(_cell_features(activations, size, self.grid).cpu())
             predictions_a.append(result_a.logits.argmax(dim=1).cpu())
             predictions_b.append(result_b.logits.argmax(dim=1).cpu())
-        mass_a = torch.cat(masses_a).double().numpy()
-        mass_b = torch.cat(masses_b).double().numpy()
+        attribution_a = torch.cat(masses_a).double().numpy()
+        attribution_b = torch.cat(masses_b).double().numpy()
         correct_a = torch.cat(predictions_a).numpy() == probe.labels
         correct_b = torch.cat(predictions_b).numpy() == probe.labels
 
@@ -394,7 +394,7 @@ class AttributionComparer:
         chosen = np.zeros((n, cells), dtype=bool)
         top = self.top_regions
         # Stable sort on the negated mass: ties keep row-major cell order, so the choice is seeded.
-        for mass in (mass_a, mass_b):
+        for mass in (attribution_a, attribution_b):
             best = np.argsort(-mass, axis=1, kind="stable")[:, :top]
             # A cell without evidence is never a region the model relies on.
             picked = np.take_along_axis(mass, best, axis=1) > 0
@@ -414,8 +414,8 @@ class AttributionComparer:
         )
         clustering = cluster_features(embedded, num_clusters=k, random_state=self.random_state)
         boxes = cell_boxes(size[0], size[1], self.grid)
-        region_a = mass_a[images, cell]
-        region_b = mass_b[images, cell]
+        region_a = attribution_a[images, cell]
+        region_b = attribution_b[images, cell]
         clusters = [
             self._cluster(
                 np.flatnonzero(clustering.labels == index),
@@ -484,8 +484,8 @@ class AttributionComparer:
             cluster_id=index,
             regions=int(members.shape[0]),
             images=int(contributing.shape[0]),
-            mass_a=float(region_a[members].mean()),
-            mass_b=float(region_b[members].mean()),
+            attribution_a=float(region_a[members].mean()),
+            attribution_b=float(region_b[members].mean()),
             difference=difference,
             lower=lower,
             upper=upper,

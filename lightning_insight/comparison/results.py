@@ -22,8 +22,8 @@ _CLUSTER_METRICS: tuple[str, ...] = (
     "lower",
     "upper",
     "effect_size",
-    "mass_a",
-    "mass_b",
+    "attribution_a",
+    "attribution_b",
     "accuracy_a",
     "accuracy_b",
     "regions",
@@ -39,9 +39,9 @@ class ComparisonCluster:
         cluster_id: Rank of the cluster: 0 has the largest ``|difference| x regions``.
         regions: Number of regions in the cluster (its support).
         images: Number of distinct probe images the regions come from.
-        mass_a: Mean share of model A's attribution (per image, summing to 1) that falls in a region.
-        mass_b: The same for model B.
-        difference: ``mass_b - mass_a``: positive where B relies on these regions more than A.
+        attribution_a: Mean share of model A's attribution (per image, summing to 1) that falls in a region.
+        attribution_b: The same for model B.
+        difference: ``attribution_b - attribution_a``: positive where B relies on these regions more than A.
         lower: Lower end of the 95% percentile bootstrap interval of ``difference`` (images resampled).
         upper: Upper end of that interval.
         effect_size: Standardised mean difference of the paired per-region differences (mean over
@@ -55,8 +55,8 @@ class ComparisonCluster:
     cluster_id: int
     regions: int
     images: int
-    mass_a: float
-    mass_b: float
+    attribution_a: float
+    attribution_b: float
     difference: float
     lower: float
     upper: float
@@ -64,6 +64,16 @@ class ComparisonCluster:
     accuracy_a: float
     accuracy_b: float
     exemplars: tuple[Exemplar, ...]
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """``(lower, upper)``: the 95% bootstrap interval of ``difference``."""
+        return (self.lower, self.upper)
+
+    @property
+    def support(self) -> tuple[int, int]:
+        """``(regions, images)``."""
+        return (self.regions, self.images)
 
     @property
     def name(self) -> str:
@@ -76,8 +86,8 @@ class ComparisonCluster:
             "cluster_id": self.cluster_id,
             "regions": self.regions,
             "images": self.images,
-            "mass_a": _json_number(self.mass_a),
-            "mass_b": _json_number(self.mass_b),
+            "attribution_a": _json_number(self.attribution_a),
+            "attribution_b": _json_number(self.attribution_b),
             "difference": _json_number(self.difference),
             "lower": _json_number(self.lower),
             "upper": _json_number(self.upper),
@@ -94,8 +104,8 @@ class ComparisonCluster:
             cluster_id=int(data["cluster_id"]),
             regions=int(data["regions"]),
             images=int(data["images"]),
-            mass_a=_from_json_number(data["mass_a"]),
-            mass_b=_from_json_number(data["mass_b"]),
+            attribution_a=_from_json_number(data["attribution_a"]),
+            attribution_b=_from_json_number(data["attribution_b"]),
             difference=_from_json_number(data["difference"]),
             lower=_from_json_number(data["lower"]),
             upper=_from_json_number(data["upper"]),
@@ -216,8 +226,8 @@ class AttributionComparisonReport:
         """Long-format rows (``epoch, step, source, dimension, slice, metric, value, count``).
 
         Dimension is ``"comparison"``; slice ``cluster_{id}`` (``"overall"`` for the probe set's
-        accuracies); metrics ``difference``, ``lower``, ``upper``, ``effect_size``, ``mass_a``,
-        ``mass_b``, ``accuracy_a``, ``accuracy_b``, ``regions`` and ``images``; ``count`` is the
+        accuracies); metrics ``difference``, ``lower``, ``upper``, ``effect_size``, ``attribution_a``,
+        ``attribution_b``, ``accuracy_a``, ``accuracy_b``, ``regions`` and ``images``; ``count`` is the
         cluster's number of regions (the probe set's number of images for ``"overall"``).
         """
         base = {"epoch": self.epoch, "step": self.step, "source": self.source}
