@@ -15,6 +15,7 @@ _EXPORTS = {
     "Alert": "lightning_insight.fairness.results",
     "AlertRule": "lightning_insight.fairness.alerts",
     "AttributionComparer": "lightning_insight.comparison.comparer",
+    "AttributionComparisonMonitor": "lightning_insight.comparison.callback",
     "AttributionComparisonReport": "lightning_insight.comparison.results",
     "BatchData": "lightning_insight.batch",
     "CSVSink": "lightning_insight.sinks",
@@ -40,6 +41,7 @@ __all__ = [
     "Alert",
     "AlertRule",
     "AttributionComparer",
+    "AttributionComparisonMonitor",
     "AttributionComparisonReport",
     "BatchData",
     "CSVSink",
@@ -63,6 +65,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lightning_insight.batch import BatchData
+    from lightning_insight.comparison.callback import AttributionComparisonMonitor
     from lightning_insight.comparison.comparer import AttributionComparer
     from lightning_insight.comparison.results import AttributionComparisonReport
     from lightning_insight.discovery.callback import SliceDiscoveryMonitor
