@@ -22,7 +22,7 @@ from lightning_insight.comparison.results import AttributionComparisonReport
 from lightning_insight.discovery.finder import probe_hash, read_probe_batch
 from lightning_insight.fairness.functional import check_positive_int
 from lightning_insight.sinks import Sink
-from lightning_insight.sinks.callback import SinkCallback
+from lightning_insight.sinks.callback import SinkCallback, object_gather, scheduled
 
 __all__ = ["AttributionComparisonMonitor"]
 
@@ -205,17 +205,10 @@ class AttributionComparisonMonitor(SinkCallback):
                 ) from error
             self._reference = _frozen(loaded)
 
-    def _scheduled(self, trainer: pl.Trainer) -> bool:
-        if trainer.sanity_checking:
-            return False
-        if trainer.state.fn == "fit":
-            return (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        return True
-
     # ------------------------------------------------------------------ hooks
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._active = self._scheduled(trainer)
+        self._active = scheduled(trainer, self.every_n_epochs)
         self._kept = []
         self._seen = 0
         if self._active and self._reference is None:
@@ -338,12 +331,11 @@ def _select(kept: list[_Part], max_samples: int) -> list[_Part]:
 
 
 def _gather(trainer: pl.Trainer, kept: list[_Part], max_samples: int) -> list[_Part]:
-    if trainer.world_size <= 1 or not torch.distributed.is_initialized():
+    gather = object_gather(trainer)
+    if gather is None:
         return kept
     kept = _select(kept, max_samples) if kept else kept  # at most max_samples per rank
-    out: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, kept)
-    return [part for parts in out for part in parts]
+    return [part for parts in gather(kept) for part in parts]
 
 
 def _summary(report: AttributionComparisonReport) -> str:

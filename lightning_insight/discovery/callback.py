@@ -16,7 +16,7 @@ from lightning_insight.discovery.finder import SliceFinder, read_probe_batch
 from lightning_insight.discovery.results import SliceDiscoveryReport
 from lightning_insight.fairness.functional import check_positive_int
 from lightning_insight.sinks import Sink
-from lightning_insight.sinks.callback import SinkCallback
+from lightning_insight.sinks.callback import SinkCallback, object_gather, scheduled
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +158,10 @@ class SliceDiscoveryMonitor(SinkCallback):
         return self._generate_state_key(layer=self.layer, method=self.method, prefix=self.prefix)
 
     # ------------------------------------------------------------------ set-up
-    def _scheduled(self, trainer: pl.Trainer) -> bool:
-        if trainer.sanity_checking:
-            return False
-        if trainer.state.fn == "fit":
-            return (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        return True
-
     # ------------------------------------------------------------------ hooks
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._active = self._scheduled(trainer)
+        self._active = scheduled(trainer, self.every_n_epochs)
         if not self._active:
             return
         self.finder.reset()
@@ -207,7 +200,7 @@ class SliceDiscoveryMonitor(SinkCallback):
             epoch=trainer.current_epoch,
             step=trainer.global_step,
             source="val",
-            gather=_gather_fn(trainer),
+            gather=object_gather(trainer),
         )  # a collective under DDP: every rank calls it
         self.history = [r for r in self.history if (r.epoch, r.step) != (report.epoch, report.step)]
         self.history.append(report)
@@ -286,15 +279,3 @@ def _dataset_size(trainer: pl.Trainer) -> int | None:
         return len(dataset) if dataset is not None else None  # type: ignore[arg-type]
     except TypeError:
         return None
-
-
-def _gather_fn(trainer: pl.Trainer) -> Callable[[Any], list[Any]] | None:
-    if trainer.world_size <= 1 or not torch.distributed.is_initialized():
-        return None
-
-    def gather(obj: Any) -> list[Any]:
-        out: list[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(out, obj)
-        return out
-
-    return gather

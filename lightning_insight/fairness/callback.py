@@ -28,7 +28,7 @@ from lightning_insight.fairness.results import Alert, SliceReport
 from lightning_insight.metrics.classification import SlicedConfusion
 from lightning_insight.metrics.detection import SlicedDetection
 from lightning_insight.sinks import Sink
-from lightning_insight.sinks.callback import SinkCallback
+from lightning_insight.sinks.callback import SinkCallback, scheduled
 from lightning_insight.slicing.spec import parse_slice_specs
 
 log = logging.getLogger(__name__)
@@ -181,17 +181,10 @@ class FairnessMonitor(SinkCallback):
         )
 
     # ------------------------------------------------------------------ set-up
-    def _skip(self, trainer: pl.Trainer, stage: str) -> bool:
-        if trainer.sanity_checking:
-            return True
-        if stage == "val" and trainer.state.fn == "fit":
-            return (trainer.current_epoch + 1) % self.every_n_epochs != 0
-        return False
-
     def _start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, num_loaders: int
     ) -> None:
-        if self._skip(trainer, stage):
+        if not scheduled(trainer, self.every_n_epochs):
             return
         for idx in range(max(num_loaders, 1)):
             key = f"{stage}/{idx}"
@@ -218,7 +211,7 @@ class FairnessMonitor(SinkCallback):
     def _batch(
         self, trainer: pl.Trainer, stage: str, outputs: Any, batch: Any, dataloader_idx: int
     ) -> None:
-        if self._skip(trainer, stage):
+        if not scheduled(trainer, self.every_n_epochs):
             return
         # detection: an attribute missing from the batch may be a per-box key of the targets
         optional = self._attribute_names if self.task == "detection" else ()
@@ -236,7 +229,7 @@ class FairnessMonitor(SinkCallback):
     def _end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, num_loaders: int
     ) -> None:
-        if self._skip(trainer, stage):
+        if not scheduled(trainer, self.every_n_epochs):
             return
         fired_any = False
         for idx in range(max(num_loaders, 1)):

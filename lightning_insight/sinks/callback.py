@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -67,3 +67,29 @@ class SinkCallback(Callback):
         state["_sinks_trainer"] = None
         state["_sinks"] = None  # setup builds them again
         return state
+
+
+def scheduled(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """Whether a monitor runs in this validation/test epoch.
+
+    Never in the sanity check, every ``every_n_epochs``-th epoch under ``fit``, always under
+    ``validate()`` and ``test()``.
+    """
+    if trainer.sanity_checking:
+        return False
+    if trainer.state.fn == "fit":
+        return (trainer.current_epoch + 1) % every_n_epochs == 0
+    return True
+
+
+def object_gather(trainer: pl.Trainer) -> Callable[[Any], list[Any]] | None:
+    """``all_gather_object`` over the trainer's ranks (a collective), or ``None`` in one process."""
+    if trainer.world_size <= 1 or not torch.distributed.is_initialized():
+        return None
+
+    def gather(obj: Any) -> list[Any]:
+        out: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    return gather
