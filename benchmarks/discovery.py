@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,19 +26,10 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from benchmarks._timing import median_ms, quickstart_share, timed
 from lightning_insight.datasets import SceneClassifier
 from lightning_insight.discovery.clustering import cluster_features
 from lightning_insight.discovery.finder import SliceFinder
-
-
-def median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def per_image(channels: tuple[int, ...], side: int, repeats: int) -> dict[str, float]:
@@ -101,56 +90,14 @@ def clustering(rows: int, repeats: int) -> float:
 
 
 def training_share(quick: bool) -> dict[str, float]:
-    from pytorch_lightning import Trainer
+    from lightning_insight import MemorySink, SliceDiscoveryMonitor
 
-    from lightning_insight import FairnessMonitor, MemorySink, SliceDiscoveryMonitor
-    from lightning_insight.datasets import ScenesDataModule
-
-    sizes = {"num_train": 600, "num_val": 300} if quick else {"num_train": 3000, "num_val": 1500}
-    hook_seconds = [0.0]
-
-    class Timed(SliceDiscoveryMonitor):
-        def _timed(self, name: str, *args: Any, **kwargs: Any) -> None:
-            start = time.perf_counter()
-            getattr(super(), name)(*args, **kwargs)
-            hook_seconds[0] += time.perf_counter() - start
-
-        def on_validation_epoch_start(self, *args: Any, **kwargs: Any) -> None:
-            self._timed("on_validation_epoch_start", *args, **kwargs)
-
-        def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
-            self._timed("on_validation_batch_end", *args, **kwargs)
-
-        def on_validation_epoch_end(self, *args: Any, **kwargs: Any) -> None:
-            self._timed("on_validation_epoch_end", *args, **kwargs)
-
-    def run(with_discovery: bool) -> float:
-        torch.manual_seed(0)
-        callbacks: list[Any] = [
-            FairnessMonitor("binary", ["weather", "timeofday"], sinks=[MemorySink()])
-        ]
-        if with_discovery:
-            callbacks.append(
-                Timed("backbone.2", max_samples=sizes["num_val"], sinks=[MemorySink()])
-            )
-        trainer = Trainer(
-            max_epochs=6,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=callbacks,
+    def monitor(hook_seconds: list[float], num_val: int) -> Any:
+        return timed(SliceDiscoveryMonitor, hook_seconds)(
+            "backbone.2", max_samples=num_val, sinks=[MemorySink()]
         )
-        data = ScenesDataModule(**sizes, num_test=100, batch_size=64)
-        start = time.perf_counter()
-        trainer.fit(SceneClassifier(), data)
-        return time.perf_counter() - start
 
-    without = run(False)
-    hook_seconds[0] = 0.0
-    with_it = run(True)
-    return {"without": without, "with": with_it, "hooks": hook_seconds[0]}
+    return quickstart_share(monitor, quick)
 
 
 def main() -> None:

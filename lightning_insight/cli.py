@@ -6,6 +6,7 @@ LightningCLI works; the saved ``config.yaml`` is overwritten so a second run in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,6 +14,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.cli import LightningCLI
 from typing_extensions import override
 
+from lightning_insight.comparison.callback import AttributionComparisonMonitor
+from lightning_insight.comparison.results import AttributionComparisonReport
 from lightning_insight.discovery.callback import SliceDiscoveryMonitor
 from lightning_insight.discovery.results import SliceDiscoveryReport
 from lightning_insight.fairness.callback import FairnessMonitor
@@ -37,10 +40,15 @@ class EpochSummary(Callback):
             ]
             print(report.summary(fired), flush=True)  # the CLI's own output, not the library's
         for callback in trainer.callbacks:  # type: ignore[attr-defined]
-            if isinstance(callback, SliceDiscoveryMonitor) and callback.history:
-                found = callback.history[-1]
-                if (found.epoch, found.step) == (trainer.current_epoch, trainer.global_step):
-                    print(_discovery_summary(found), flush=True)
+            summary = None
+            if isinstance(callback, SliceDiscoveryMonitor) and _is_new(callback.history, trainer):
+                summary = _discovery_summary(callback.history[-1])
+            elif isinstance(callback, AttributionComparisonMonitor) and _is_new(
+                callback.history, trainer
+            ):
+                summary = _comparison_summary(callback.history[-1])
+            if summary is not None:
+                print(summary, flush=True)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -49,6 +57,29 @@ class EpochSummary(Callback):
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._print(trainer)
+
+
+def _is_new(history: Sequence[Any], trainer: pl.Trainer) -> bool:
+    """Whether the newest report was made in this epoch."""
+    return bool(history) and (history[-1].epoch, history[-1].step) == (
+        trainer.current_epoch,
+        trainer.global_step,
+    )
+
+
+def _comparison_summary(report: AttributionComparisonReport, top: int = 3) -> str:
+    taken = "" if report.reference_epoch is None else f" (epoch {report.reference_epoch})"
+    lines = [
+        f"[{report.source} epoch {report.epoch}] attribution comparison with {report.reference}"
+        f"{taken}: {len(report.clusters)} region clusters over {report.num_samples} probe images "
+        f"(accuracy A {report.accuracy_a:.3g}, B {report.accuracy_b:.3g})"
+    ]
+    lines.extend(
+        f"  cluster {c.cluster_id}: {c.regions} regions in {c.images} images, B - A "
+        f"{c.difference:+.3g} [{c.lower:+.3g}, {c.upper:+.3g}]"
+        for c in report.clusters[:top]
+    )
+    return "\n".join(lines)
 
 
 def _discovery_summary(report: SliceDiscoveryReport, top: int = 3) -> str:

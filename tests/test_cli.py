@@ -28,9 +28,12 @@ def test_fit_twice_in_the_same_folder_prints_summary_and_writes_logs(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     for _ in range(2):
-        main(["fit", "--config", str(CONFIG), *SMALL])
+        main(["fit", "--config", str(CONFIG), *SMALL, "--trainer.max_epochs=2"])
     out = capsys.readouterr().out
     assert out.count("[val epoch 0] accuracy") == 2
+    # AttributionComparisonMonitor (every 2nd epoch) compares epoch 1's model with epoch 0's copy
+    assert out.count("[val epoch 1] attribution comparison with epoch:0 (epoch 0): ") == 2
+    assert "over 96 probe images" in out and "  cluster 0: " in out
     assert "worst slice: " in out and "largest gaps: " in out and "alerts: " in out
     for version in ("version_0", "version_1"):
         folder = tmp_path / "lightning_logs" / version

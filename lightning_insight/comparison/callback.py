@@ -19,6 +19,7 @@ from typing_extensions import override
 
 from lightning_insight.comparison.comparer import AttributionComparer
 from lightning_insight.comparison.results import AttributionComparisonReport
+from lightning_insight.comparison.visual import comparison_images
 from lightning_insight.discovery.finder import probe_hash, read_probe_batch
 from lightning_insight.fairness.functional import check_positive_int
 from lightning_insight.sinks import Sink
@@ -47,9 +48,12 @@ class AttributionComparisonMonitor(SinkCallback):
     Args:
         reference: Model A: an ``nn.Module`` (a frozen deep copy is taken at ``setup``), a checkpoint path
             (loaded at ``setup`` with ``type(pl_module).load_from_checkpoint(path, map_location="cpu")``),
-            or ``"epoch:N"``: a frozen copy of the LightningModule taken at the end of validation epoch
+            ``"epoch:N"``: a frozen copy of the LightningModule taken at the end of validation epoch
             ``N`` of ``fit`` (comparisons before it exists are skipped with an info log; under
-            ``trainer.validate()`` without such a copy, nothing is compared).
+            ``trainer.validate()`` without such a copy, nothing is compared), or ``"best"``: the
+            weights of the trainer's ``ModelCheckpoint.best_model_path``, reloaded whenever it
+            changes (skipped while there is none). The ``"epoch:N"`` copy's weights and the
+            ``"best"`` path are part of ``state_dict``, so a resumed run compares with the same A.
         layer: the LightningModule's layer (dotted module name with a 4-D feature map).
         layer_reference: the reference's layer; ``None`` for ``layer``. Its feature map embeds regions.
         every_n_epochs: compare on every n-th validation epoch of ``fit``; ``validate()`` always does.
@@ -58,6 +62,8 @@ class AttributionComparisonMonitor(SinkCallback):
         num_clusters: ``k`` of the region clustering (``None``: about 40 regions per cluster).
         sinks: ``None`` for one sink per attached logger plus the CSV report, or sinks / names.
         prefix: first part of every log key.
+        images: how many top-ranked clusters get pictures (exemplar regions with A/B bars and an
+            A / B / difference drill-down); 0 for none.
         comparer_options: further keyword arguments of :class:`AttributionComparer` (``grid``,
             ``top_regions``, ``random_state``, ``bootstrap``, ``target``, ``embedding_layer``).
 
@@ -94,18 +100,22 @@ class AttributionComparisonMonitor(SinkCallback):
         num_clusters: int | None = None,
         sinks: Sequence[Sink | str] | None = None,
         prefix: str = "insight",
+        images: int = 3,
         comparer_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(sinks)
         self.reference_epoch: int | None = None
         self.reference_path: str | None = None
         self.reference_module: nn.Module | None = None
+        self.reference_best = False
         if isinstance(reference, nn.Module):
             self.reference_module = reference
         elif isinstance(reference, (str, os.PathLike)):
             text = os.fspath(reference)
             match = _EPOCH.match(text)
-            if match is not None:
+            if text == "best":
+                self.reference_best = True
+            elif match is not None:
                 self.reference_epoch = int(match.group(1))
             elif text.startswith("epoch:"):
                 raise ValueError(
@@ -113,8 +123,8 @@ class AttributionComparisonMonitor(SinkCallback):
                 )
             elif not Path(text).is_file():
                 raise ValueError(
-                    f"Expected argument `reference` to be an nn.Module, 'epoch:N' or the path of a "
-                    f"checkpoint file, but no file exists at {text!r}."
+                    f"Expected argument `reference` to be an nn.Module, 'epoch:N', 'best' or the path "
+                    f"of a checkpoint file, but no file exists at {text!r}."
                 )
             else:
                 self.reference_path = text
@@ -135,6 +145,8 @@ class AttributionComparisonMonitor(SinkCallback):
             )
         check_positive_int("every_n_epochs", every_n_epochs)
         check_positive_int("max_samples", max_samples)
+        if isinstance(images, bool) or not isinstance(images, int) or images < 0:
+            raise ValueError(f"Expected argument `images` to be an int >= 0, but got {images!r}.")
         if not isinstance(prefix, str) or not prefix or prefix.endswith("/"):
             raise ValueError(
                 f"Expected argument `prefix` to be a non-empty string without a trailing '/', but got {prefix!r}."
@@ -144,6 +156,7 @@ class AttributionComparisonMonitor(SinkCallback):
         self.method = method
         self.every_n_epochs = every_n_epochs
         self.prefix = prefix
+        self.images = images
         self.comparer = AttributionComparer(
             layer_reference if layer_reference is not None else layer,
             layer,
@@ -158,6 +171,9 @@ class AttributionComparisonMonitor(SinkCallback):
             raise ValueError(str(error)) from error
         self.history: list[AttributionComparisonReport] = []
         self._reference: nn.Module | None = None
+        self._taken_at: int | None = None  # the epoch model A comes from, when known
+        self._best_path = ""  # the checkpoint the "best" reference was loaded from
+        self._pending: dict[str, torch.Tensor] | None = None  # restored "epoch:N" weights
         self._kept: list[_Part] = []
         self._seen = 0
         self._active = False
@@ -168,6 +184,8 @@ class AttributionComparisonMonitor(SinkCallback):
         """How the reference was given: ``"module"``, ``"epoch:N"`` or the checkpoint path."""
         if self.reference_epoch is not None:
             return f"epoch:{self.reference_epoch}"
+        if self.reference_best:
+            return "best"
         return self.reference_path if self.reference_path is not None else "module"
 
     @property
@@ -204,6 +222,38 @@ class AttributionComparisonMonitor(SinkCallback):
                     f"does not load into {cls.__qualname__}: {type(error).__name__}: {error}"
                 ) from error
             self._reference = _frozen(loaded)
+            self._taken_at = _checkpoint_epoch(self.reference_path)
+        elif self.reference_best and stage == "fit" and trainer.checkpoint_callback is None:
+            raise RuntimeError(
+                "AttributionComparisonMonitor: reference='best' follows the trainer's ModelCheckpoint, "
+                "but this Trainer has none. HINT: keep enable_checkpointing=True or add a "
+                "ModelCheckpoint callback."
+            )
+
+    def _restore(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Rebuilds a restored ``"epoch:N"`` copy, or (re)loads the current ``"best"`` checkpoint."""
+        if self._pending is not None:
+            self._reference = _frozen(pl_module)
+            self._reference.load_state_dict(self._pending)
+            self._pending = None
+        if not self.reference_best:
+            return
+        checkpoint = trainer.checkpoint_callback
+        path = getattr(checkpoint, "best_model_path", "") or ""
+        if not path or path == self._best_path:
+            return
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=False)
+            reference = _frozen(pl_module)
+            reference.load_state_dict(loaded["state_dict"])
+        except Exception as error:
+            raise RuntimeError(
+                f"AttributionComparisonMonitor: the best checkpoint {path!r} does not load into "
+                f"{type(pl_module).__qualname__}: {type(error).__name__}: {error}"
+            ) from error
+        self._reference, self._best_path = reference, path
+        self._taken_at = loaded.get("epoch")
+        log.info("AttributionComparisonMonitor: the reference is now the best checkpoint %s.", path)
 
     # ------------------------------------------------------------------ hooks
     @override
@@ -211,6 +261,8 @@ class AttributionComparisonMonitor(SinkCallback):
         self._active = scheduled(trainer, self.every_n_epochs)
         self._kept = []
         self._seen = 0
+        if self._active:
+            self._restore(trainer, pl_module)
         if self._active and self._reference is None:
             self._active = False
             if not self._skip_logged:
@@ -258,6 +310,7 @@ class AttributionComparisonMonitor(SinkCallback):
             and trainer.current_epoch == self.reference_epoch
         ):
             self._reference = _frozen(pl_module)
+            self._taken_at = trainer.current_epoch
             log.info(
                 "AttributionComparisonMonitor: took the reference model at epoch %d.",
                 self.reference_epoch,
@@ -275,16 +328,31 @@ class AttributionComparisonMonitor(SinkCallback):
         ]
         report = self.comparer.fit(reference, pl_module, batches)
         report = replace(
-            report, epoch=trainer.current_epoch, step=trainer.global_step, source="val"
+            report,
+            epoch=trainer.current_epoch,
+            step=trainer.global_step,
+            source="val",
+            reference=self.reference_name,
+            reference_epoch=self._taken_at,
         )
         self.history = [r for r in self.history if (r.epoch, r.step) != (report.epoch, report.step)]
         self.history.append(report)
         scalars = report.scalars(self.prefix)
-        self._emit(report, scalars)
+        pictures = (
+            comparison_images(report, self.comparer.evidence_, clusters=self.images)
+            if trainer.is_global_zero and self.images
+            else {}
+        )
+        self._emit(report, scalars, pictures)
         key = f"{self.prefix}/comparison/top/difference"
         self.log_headline(pl_module, {key: scalars[key]})
 
-    def _emit(self, report: AttributionComparisonReport, scalars: dict[str, float]) -> None:
+    def _emit(
+        self,
+        report: AttributionComparisonReport,
+        scalars: dict[str, float],
+        pictures: dict[str, np.ndarray[Any, Any]],
+    ) -> None:
         if self._sinks is None:
             return
         step = int(report.step or 0)
@@ -295,24 +363,45 @@ class AttributionComparisonMonitor(SinkCallback):
         text = markdown() if callable(markdown) else _summary(report)
         sinks.text(f"{self.prefix}/comparison/report", text, step=step)
         sinks.json(f"{self.prefix}/comparison/report", report.to_dict(), step=step)
+        for name, image in pictures.items():
+            sinks.image(f"{self.prefix}/comparison/{name}", image, step=step)
         sinks.flush()
 
     # ------------------------------------------------------------------ checkpointing
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [r.to_dict() for r in self.history]}
+        state: dict[str, Any] = {
+            "history": [r.to_dict() for r in self.history],
+            "taken_at": self._taken_at,
+        }
+        if self.reference_epoch is not None and self._reference is not None:
+            # the copy of epoch N exists nowhere else: a resumed run needs its weights
+            state["reference_weights"] = {
+                key: value.detach().cpu() for key, value in self._reference.state_dict().items()
+            }
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [
             AttributionComparisonReport.from_dict(r) for r in state_dict.get("history", [])
         ]
+        self._taken_at = state_dict.get("taken_at")
+        weights = state_dict.get("reference_weights")
+        if self.reference_epoch is not None and weights is not None:
+            self._reference, self._pending = None, dict(weights)
 
 
 def _frozen(module: nn.Module) -> nn.Module:
     copied = copy.deepcopy(module).eval()
     copied.requires_grad_(False)
     return copied
+
+
+def _checkpoint_epoch(path: str) -> int | None:
+    """The ``epoch`` a Lightning checkpoint was saved at (``None`` when it does not say)."""
+    epoch = torch.load(path, map_location="cpu", weights_only=False).get("epoch")
+    return int(epoch) if isinstance(epoch, int) else None
 
 
 def _prune(kept: list[_Part], max_samples: int) -> list[_Part]:

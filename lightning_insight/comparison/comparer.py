@@ -25,6 +25,7 @@ from lightning_insight.comparison.results import (
     ComparisonCluster,
     Exemplar,
 )
+from lightning_insight.comparison.visual import ComparisonEvidence, small_maps
 from lightning_insight.discovery.attributions import (
     METHODS,
     TARGETS,
@@ -153,7 +154,10 @@ class AttributionComparer:
     Args:
         layer_a: Model A's layer (dotted module name) with a 4-D feature map.
         layer_b: Model B's layer; ``None`` for the same name as ``layer_a``.
-        method: Attribution method, one of ``"gradcam"``, ``"integrated_gradients"``, ``"saliency"``.
+        method: Attribution method, one of ``"gradcam"`` (at the layers), ``"integrated_gradients"``
+            (captum's layer IG at the layers), ``"input_integrated_gradients"`` (IG on the input, pooled
+            to the layer's grid) or ``"saliency"``; see
+            :func:`~lightning_insight.discovery.layer_attributions`.
         num_clusters: ``k``; ``None`` for ``clip(round(regions / 40), 4, 16)``.
         max_samples: Size of the probe set.
         grid: Cells per side of the partition.
@@ -162,6 +166,9 @@ class AttributionComparer:
         bootstrap: Bootstrap resamples per cluster.
         target: ``"label"`` (attribute the labelled class) or ``"predicted"`` (model A's prediction,
             attributed by both models).
+        embedding_layer: Model A's layer whose feature map embeds the regions; ``None`` for
+            ``layer_a``.
+        n_steps: Integration steps of the two Integrated Gradients methods.
 
     Raises:
         ValueError: In ``fit``, for an argument out of range, ``max_samples < num_clusters``, a layer
@@ -194,6 +201,7 @@ class AttributionComparer:
         bootstrap: int = 200,
         target: str = "label",
         embedding_layer: str | None = None,
+        n_steps: int = 16,
     ) -> None:
         self.layer_a = layer_a
         self.layer_b = layer_b
@@ -206,6 +214,7 @@ class AttributionComparer:
         self.bootstrap = bootstrap
         self.target = target
         self.embedding_layer = embedding_layer
+        self.n_steps = n_steps
 
     def check_params(self) -> None:
         """Validate the constructor arguments (``fit`` calls this first).
@@ -234,6 +243,7 @@ class AttributionComparer:
         _check_int("top_regions", self.top_regions, 1, self.grid * self.grid)
         _check_int("random_state", self.random_state, 0)
         _check_int("bootstrap", self.bootstrap, 1)
+        _check_int("n_steps", self.n_steps, 1)
         if self.num_clusters is not None:
             _check_int("num_clusters", self.num_clusters, 2)
             if self.max_samples < self.num_clusters:
@@ -257,7 +267,8 @@ class AttributionComparer:
 
         Returns:
             The :class:`~lightning_insight.comparison.AttributionComparisonReport`, also kept as
-            ``report_``.
+            ``report_``; the probe images and both models' maps are kept as ``evidence_``
+            (:class:`~lightning_insight.comparison.visual.ComparisonEvidence`) for the pictures.
         """
         self.check_params()
         for name, model in (("model_a", model_a), ("model_b", model_b)):
@@ -279,7 +290,7 @@ class AttributionComparer:
                     f"Expected argument `{argument}` to name a module of `{name}`: {error}"
                 ) from error
         probe = self._probe_set(model_a, model_b, dataloader)
-        self.report_ = self._compare(model_a, model_b, layer_b, probe)
+        self.report_, self.evidence_ = self._compare(model_a, model_b, layer_b, probe)
         return self.report_
 
     # ------------------------------------------------------------------ probe set
@@ -295,7 +306,7 @@ class AttributionComparer:
             inputs = torch.as_tensor(inputs)
             count = int(inputs.shape[0])
             if not checked:
-                _check_compatible(model_a, model_b, inputs)
+                _check_compatible(model_a, model_b, inputs[:2])  # two samples tell
                 checked = True
             ids = (
                 np.arange(seen, seen + count, dtype=np.int64)
@@ -344,11 +355,12 @@ class AttributionComparer:
 
     def _compare(
         self, model_a: nn.Module, model_b: nn.Module, layer_b: str, probe: _ProbeSet
-    ) -> AttributionComparisonReport:
+    ) -> tuple[AttributionComparisonReport, ComparisonEvidence]:
         size = (int(probe.inputs.shape[-2]), int(probe.inputs.shape[-1]))
         device = next((p.device for p in model_a.parameters()), torch.device("cpu"))
         device_b = next((p.device for p in model_b.parameters()), device)
         masses_a, masses_b, features, predictions_a, predictions_b = [], [], [], [], []
+        maps_a, maps_b = [], []
         n = probe.inputs.shape[0]
         logger.info(
             "Comparing attributions of two models on %d probe images (%s, grid %d).",
@@ -366,6 +378,7 @@ class AttributionComparer:
                 method=self.method,
                 target=self.target,
                 labels=labels.to(device),
+                n_steps=self.n_steps,
             )
             result_b = layer_attributions(
                 model_b,
@@ -374,7 +387,10 @@ class AttributionComparer:
                 method=self.method,
                 target="label",
                 labels=result_a.targets.to(device_b),
+                n_steps=self.n_steps,
             )
+            maps_a.append(small_maps(result_a.maps))
+            maps_b.append(small_maps(result_b.maps))
             masses_a.append(cell_masses(result_a.maps, size, self.grid).cpu())
             masses_b.append(cell_masses(result_b.maps, size, self.grid).cpu())
             activations = (
@@ -435,7 +451,7 @@ class AttributionComparer:
         # Rank by |difference| x support; ties by the first exemplar, so the order is deterministic.
         clusters.sort(key=lambda c: (-abs(c.difference) * c.regions, c.exemplars[0]))
         ranked = tuple(replace(c, cluster_id=rank) for rank, c in enumerate(clusters))
-        return AttributionComparisonReport(
+        report = AttributionComparisonReport(
             layer_a=self.layer_a,
             layer_b=layer_b,
             method=self.method,
@@ -451,6 +467,15 @@ class AttributionComparer:
             bootstrap=self.bootstrap,
             clusters=ranked,
         )
+        evidence = ComparisonEvidence(
+            inputs=probe.inputs,
+            sample_ids=probe.sample_ids,
+            maps_a=torch.cat(maps_a),
+            maps_b=torch.cat(maps_b),
+            masses_a=attribution_a,
+            masses_b=attribution_b,
+        )
+        return report, evidence
 
     def _cluster(
         self,

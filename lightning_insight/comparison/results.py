@@ -145,6 +145,9 @@ class AttributionComparisonReport:
         epoch: Training epoch, when computed inside a Trainer.
         step: Global step, when computed inside a Trainer.
         source: Where the probe images came from (``"val"``), when known.
+        reference: How model A was chosen inside a Trainer (``"module"``, a checkpoint path,
+            ``"epoch:N"`` or ``"best"``), when known.
+        reference_epoch: The training epoch model A was taken at, when known.
     """
 
     layer_a: str
@@ -164,6 +167,8 @@ class AttributionComparisonReport:
     epoch: int | None = None
     step: int | None = None
     source: str | None = None
+    reference: str | None = None
+    reference_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict with ``schema_version`` (NaN becomes ``None``)."""
@@ -186,6 +191,8 @@ class AttributionComparisonReport:
             "epoch": self.epoch,
             "step": self.step,
             "source": self.source,
+            "reference": self.reference,
+            "reference_epoch": self.reference_epoch,
         }
 
     @classmethod
@@ -220,6 +227,8 @@ class AttributionComparisonReport:
             epoch=data.get("epoch"),
             step=data.get("step"),
             source=data.get("source"),
+            reference=data.get("reference"),
+            reference_epoch=data.get("reference_epoch"),
         )
 
     def rows(self) -> list[dict[str, Any]]:

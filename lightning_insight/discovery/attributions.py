@@ -32,7 +32,12 @@ __all__ = [
 ]
 
 #: Attribution methods :func:`layer_attributions` knows.
-METHODS: tuple[str, ...] = ("gradcam", "integrated_gradients", "saliency")
+METHODS: tuple[str, ...] = (
+    "gradcam",
+    "integrated_gradients",
+    "input_integrated_gradients",
+    "saliency",
+)
 #: Which class is attributed: the model's prediction or the given label.
 TARGETS: tuple[str, ...] = ("predicted", "label")
 
@@ -211,6 +216,9 @@ def layer_attributions(
       at 1.1-1.5x the cost of a forward pass where captum's forward-then-attribute path costs 2.6x).
     - ``"integrated_gradients"``: captum's ``LayerIntegratedGradients`` at the layer (``n_steps``
       steps from a zero baseline), summed over channels. Costs tens of forward passes.
+    - ``"input_integrated_gradients"``: captum's ``IntegratedGradients`` on the input (``n_steps``
+      steps from a zero input), summed over input channels and average-pooled to the layer's
+      ``h x w`` (so a map cell times the pool area sums to the attributed logit minus the baseline's).
     - ``"saliency"``: captum's ``Saliency`` (absolute input gradient), maximum over input channels,
       average-pooled to the layer's ``h x w``.
 
@@ -224,7 +232,7 @@ def layer_attributions(
         method: One of :data:`METHODS`.
         target: ``"predicted"`` (argmax of the logits) or ``"label"`` (``labels``).
         labels: Class labels ``(N,)``, needed for ``target="label"``.
-        n_steps: Integration steps of ``"integrated_gradients"``.
+        n_steps: Integration steps of the two Integrated Gradients methods.
 
     Returns:
         :class:`LayerAttributions`, detached.
@@ -283,7 +291,7 @@ def _captum_maps(
     n_steps: int,
     size: tuple[int, int],
 ) -> torch.Tensor:
-    from captum.attr import LayerIntegratedGradients, Saliency
+    from captum.attr import IntegratedGradients, LayerIntegratedGradients, Saliency
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         return as_logits(model(batch))
@@ -295,13 +303,19 @@ def _captum_maps(
         if isinstance(attributions, tuple | list):
             attributions = attributions[0]
         return torch.as_tensor(attributions).sum(dim=1)
-    gradients = torch.as_tensor(Saliency(forward).attribute(x, target=targets, abs=True))
-    if gradients.ndim != 4:
+    if x.ndim != 4:
         raise ValueError(
-            f"Expected image inputs (N, C, H, W) for method='saliency', but got shape {tuple(x.shape)}."
+            f"Expected image inputs (N, C, H, W) for method={method!r}, but got shape {tuple(x.shape)}."
         )
-    strongest = gradients.amax(dim=1, keepdim=True)
-    return F.adaptive_avg_pool2d(strongest, size)[:, 0]
+    if method == "input_integrated_gradients":
+        integrated = IntegratedGradients(forward).attribute(
+            x, target=targets, n_steps=n_steps, internal_batch_size=x.shape[0]
+        )
+        per_pixel = torch.as_tensor(integrated).sum(dim=1, keepdim=True)
+    else:
+        gradients = torch.as_tensor(Saliency(forward).attribute(x, target=targets, abs=True))
+        per_pixel = gradients.amax(dim=1, keepdim=True)
+    return F.adaptive_avg_pool2d(per_pixel, size)[:, 0]
 
 
 def _check_maps(activations: torch.Tensor, maps: torch.Tensor) -> None:

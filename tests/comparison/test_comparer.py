@@ -99,13 +99,16 @@ def test_planted_shift_cue_regions_rank_first_with_b_above_a(
     assert [c.cluster_id for c in report.clusters] == list(range(len(report.clusters)))
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"method": "input_integrated_gradients", "n_steps": 8}], ids=["gradcam", "ig"]
+)
 def test_identical_models_give_no_difference(
-    object_model: nn.Module, loader: DataLoader[Any]
+    object_model: nn.Module, loader: DataLoader[Any], options: dict[str, Any]
 ) -> None:
-    report = AttributionComparer("backbone.2", max_samples=200).fit(
+    report = AttributionComparer("backbone.2", max_samples=200, **options).fit(
         object_model, copy_of(object_model), loader
     )
-    assert report.num_samples == 200
+    assert report.num_samples == 200 and report.method == options.get("method", "gradcam")
     assert len(report.clusters) >= 4
     for cluster in report.clusters:
         assert cluster.lower <= 0 <= cluster.upper
@@ -209,6 +212,7 @@ def test_missing_layer_names_close_matches() -> None:
         ({"grid": 0}, ValueError, r"`grid` to be an int >= 1, but got 0"),
         ({"top_regions": 17}, ValueError, r"`top_regions` to be an int in \[1, 16\], but got 17"),
         ({"bootstrap": 0}, ValueError, r"`bootstrap` to be an int >= 1, but got 0"),
+        ({"n_steps": 0}, ValueError, r"`n_steps` to be an int >= 1, but got 0"),
         ({"num_clusters": 1}, ValueError, r"`num_clusters` to be an int >= 2, but got 1"),
         (
             {"layer_b": 3},

@@ -123,6 +123,26 @@ def test_integrated_gradients_completeness(net: SmallNet, images: torch.Tensor) 
     )
 
 
+def test_input_integrated_gradients_pools_captum_and_is_complete(
+    net: SmallNet, images: torch.Tensor
+) -> None:
+    from captum.attr import IntegratedGradients
+
+    result = layer_attributions(
+        net, images, layer="features.4", method="input_integrated_gradients", n_steps=64
+    )
+    expected = IntegratedGradients(net).attribute(images, target=result.targets, n_steps=64)
+    pooled = F.adaptive_avg_pool2d(expected.sum(dim=1, keepdim=True), (8, 8))[:, 0]
+    torch.testing.assert_close(result.maps, pooled)
+    # completeness: the pixels' attributions sum to logit(x) - logit(0) for the attributed class
+    area = images.shape[-1] * images.shape[-2] / 64
+    chosen = net(images).gather(1, result.targets[:, None])[:, 0]
+    baseline = net(torch.zeros_like(images)).gather(1, result.targets[:, None])[:, 0]
+    torch.testing.assert_close(
+        result.maps.sum(dim=(1, 2)) * area, (chosen - baseline).detach(), atol=2e-2, rtol=2e-2
+    )
+
+
 def test_saliency_is_pooled_input_gradient(net: SmallNet, images: torch.Tensor) -> None:
     result = layer_attributions(net, images, layer="features.4", method="saliency")
     x = images.clone().requires_grad_(True)
