@@ -21,6 +21,9 @@ _EXPORTS = {
     "CSVSink": "lightning_insight.sinks",
     "FairnessAlertWarning": "lightning_insight.fairness.callback",
     "FairnessMonitor": "lightning_insight.fairness.callback",
+    "FailureModeMiner": "lightning_insight.failure_modes.miner",
+    "FailureModeMonitor": "lightning_insight.failure_modes.callback",
+    "FailureModeReport": "lightning_insight.failure_modes.results",
     "MemorySink": "lightning_insight.sinks",
     "SinkGroup": "lightning_insight.sinks",
     "SliceDiscoveryMonitor": "lightning_insight.discovery.callback",
@@ -33,6 +36,7 @@ _EXPORTS = {
     "TensorBoardSink": "lightning_insight.sinks",
     "WandbSink": "lightning_insight.sinks",
     "fairness_indicators": "lightning_insight.fairness.indicators",
+    "make_robust_extractor": "lightning_insight.failure_modes.robust",
     "parse_alert_rule": "lightning_insight.fairness.alerts",
     "slice_metrics": "lightning_insight.fairness.functional",
 }
@@ -45,6 +49,9 @@ __all__ = [
     "AttributionComparisonReport",
     "BatchData",
     "CSVSink",
+    "FailureModeMiner",
+    "FailureModeMonitor",
+    "FailureModeReport",
     "FairnessAlertWarning",
     "FairnessMonitor",
     "MemorySink",
@@ -59,6 +66,7 @@ __all__ = [
     "TensorBoardSink",
     "WandbSink",
     "fairness_indicators",
+    "make_robust_extractor",
     "parse_alert_rule",
     "slice_metrics",
 ]
@@ -72,6 +80,10 @@ if TYPE_CHECKING:
     from lightning_insight.discovery.finder import SliceFinder
     from lightning_insight.discovery.mitigation import SpuriousSliceMitigation
     from lightning_insight.discovery.results import SliceDiscoveryReport
+    from lightning_insight.failure_modes.callback import FailureModeMonitor
+    from lightning_insight.failure_modes.miner import FailureModeMiner
+    from lightning_insight.failure_modes.results import FailureModeReport
+    from lightning_insight.failure_modes.robust import make_robust_extractor
     from lightning_insight.fairness.alerts import AlertRule, parse_alert_rule
     from lightning_insight.fairness.callback import FairnessAlertWarning, FairnessMonitor
     from lightning_insight.fairness.functional import slice_metrics

@@ -20,7 +20,14 @@ from typing_extensions import override
 from lightning_insight.comparison.comparer import AttributionComparer
 from lightning_insight.comparison.results import AttributionComparisonReport
 from lightning_insight.comparison.visual import comparison_images
-from lightning_insight.discovery.finder import probe_hash, read_probe_batch
+from lightning_insight.discovery.finder import (
+    ProbePart,
+    batch_sample_ids,
+    probe_hash,
+    prune_probe,
+    read_probe_batch,
+    select_probe,
+)
 from lightning_insight.fairness.functional import check_positive_int
 from lightning_insight.sinks import Sink
 from lightning_insight.sinks.callback import SinkCallback, object_gather, scheduled
@@ -30,9 +37,6 @@ __all__ = ["AttributionComparisonMonitor"]
 log = logging.getLogger(__name__)
 
 _EPOCH = re.compile(r"^epoch:(\d+)$")
-
-#: One kept probe batch: ``(inputs on CPU, labels, sample ids, probe hashes)``.
-_Part = tuple[torch.Tensor, np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]
 
 
 class AttributionComparisonMonitor(SinkCallback):
@@ -174,7 +178,7 @@ class AttributionComparisonMonitor(SinkCallback):
         self._taken_at: int | None = None  # the epoch model A comes from, when known
         self._best_path = ""  # the checkpoint the "best" reference was loaded from
         self._pending: dict[str, torch.Tensor] | None = None  # restored "epoch:N" weights
-        self._kept: list[_Part] = []
+        self._kept: list[ProbePart] = []
         self._seen = 0
         self._active = False
         self._skip_logged = False
@@ -287,15 +291,11 @@ class AttributionComparisonMonitor(SinkCallback):
         inputs, labels, sample_ids = read_probe_batch(batch)
         inputs = torch.as_tensor(inputs).detach().cpu()
         count = int(inputs.shape[0])
-        ids = (
-            np.arange(self._seen, self._seen + count, dtype=np.int64)
-            if sample_ids is None
-            else np.asarray(torch.as_tensor(sample_ids).cpu()).reshape(-1).astype(np.int64)
-        )
+        ids = batch_sample_ids(sample_ids, seen=self._seen, count=count)
         self._seen += count
         label_array = np.asarray(torch.as_tensor(labels).cpu()).reshape(-1).astype(np.int64)
         self._kept.append((inputs, label_array, ids, probe_hash(ids, self.comparer.random_state)))
-        self._kept = _prune(self._kept, self.comparer.max_samples)
+        self._kept = prune_probe(self._kept, self.comparer.max_samples)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -404,26 +404,11 @@ def _checkpoint_epoch(path: str) -> int | None:
     return int(epoch) if isinstance(epoch, int) else None
 
 
-def _prune(kept: list[_Part], max_samples: int) -> list[_Part]:
-    """Keeps the ``max_samples`` smallest hashes once more than twice that many are held."""
-    if sum(part[1].shape[0] for part in kept) <= 2 * max_samples:
-        return kept
-    return _select(kept, max_samples)
-
-
-def _select(kept: list[_Part], max_samples: int) -> list[_Part]:
-    """The ``max_samples`` kept samples with the smallest hashes, as one part."""
-    inputs = torch.cat([part[0] for part in kept])
-    labels, ids, hashes = (np.concatenate([part[i] for part in kept]) for i in (1, 2, 3))
-    rows = np.sort(np.lexsort((ids, hashes))[:max_samples])
-    return [(inputs[torch.as_tensor(rows)], labels[rows], ids[rows], hashes[rows])]
-
-
-def _gather(trainer: pl.Trainer, kept: list[_Part], max_samples: int) -> list[_Part]:
+def _gather(trainer: pl.Trainer, kept: list[ProbePart], max_samples: int) -> list[ProbePart]:
     gather = object_gather(trainer)
     if gather is None:
         return kept
-    kept = _select(kept, max_samples) if kept else kept  # at most max_samples per rank
+    kept = select_probe(kept, max_samples) if kept else kept  # at most max_samples per rank
     return [part for parts in gather(kept) for part in parts]
 
 

@@ -34,7 +34,13 @@ from lightning_insight.discovery.attributions import (
     resolve_layer,
 )
 from lightning_insight.discovery.clustering import cluster_features
-from lightning_insight.discovery.finder import probe_hash, read_probe_batch
+from lightning_insight.discovery.finder import (
+    ProbePart,
+    batch_sample_ids,
+    probe_hash,
+    prune_probe,
+    read_probe_batch,
+)
 
 __all__ = ["AttributionComparer", "cell_boxes", "cell_masses", "default_num_clusters"]
 
@@ -298,7 +304,7 @@ class AttributionComparer:
     def _probe_set(
         self, model_a: nn.Module, model_b: nn.Module, dataloader: Iterable[Any]
     ) -> _ProbeSet:
-        kept: list[tuple[torch.Tensor, IntArray, IntArray, np.ndarray[Any, Any]]] = []
+        kept: list[ProbePart] = []
         seen = 0
         checked = False
         for batch in dataloader:
@@ -308,11 +314,7 @@ class AttributionComparer:
             if not checked:
                 _check_compatible(model_a, model_b, inputs[:2])  # two samples tell
                 checked = True
-            ids = (
-                np.arange(seen, seen + count, dtype=np.int64)
-                if sample_ids is None
-                else np.asarray(torch.as_tensor(sample_ids).cpu()).reshape(-1).astype(np.int64)
-            )
+            ids = batch_sample_ids(sample_ids, seen=seen, count=count)
             seen += count
             label_array = np.asarray(torch.as_tensor(labels).cpu()).reshape(-1).astype(np.int64)
             if ids.shape[0] != count or label_array.shape[0] != count:
@@ -323,7 +325,7 @@ class AttributionComparer:
             kept.append(
                 (inputs.detach().cpu(), label_array, ids, probe_hash(ids, self.random_state))
             )
-            kept = self._prune(kept)
+            kept = prune_probe(kept, self.max_samples)
         if not kept:
             raise ValueError("Expected `dataloader` to yield at least one batch, but got none.")
         inputs, labels, ids, hashes = (
@@ -337,19 +339,6 @@ class AttributionComparer:
         return _ProbeSet(
             inputs=inputs[torch.as_tensor(rows)], labels=labels[rows], sample_ids=ids[rows]
         )
-
-    def _prune(
-        self, kept: list[tuple[torch.Tensor, IntArray, IntArray, np.ndarray[Any, Any]]]
-    ) -> list[tuple[torch.Tensor, IntArray, IntArray, np.ndarray[Any, Any]]]:
-        # Keeps memory at about 2 * max_samples inputs however long the dataloader is.
-        if sum(part[1].shape[0] for part in kept) <= 2 * self.max_samples:
-            return kept
-        hashes = np.concatenate([part[3] for part in kept])
-        ids = np.concatenate([part[2] for part in kept])
-        rows = np.sort(np.lexsort((ids, hashes))[: self.max_samples])
-        inputs = torch.cat([part[0] for part in kept])[torch.as_tensor(rows)]
-        labels = np.concatenate([part[1] for part in kept])[rows]
-        return [(inputs, labels, ids[rows], hashes[rows])]
 
     # ------------------------------------------------------------------ comparison
 

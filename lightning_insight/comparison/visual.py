@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from lightning_insight.comparison.results import AttributionComparisonReport, ComparisonCluster
-from lightning_insight.discovery.mosaic import CELL_COLOURS, attribution_mosaic
+from lightning_insight.discovery.mosaic import CELL_COLOURS, attribution_mosaic, display_rgb
 
 __all__ = ["ComparisonEvidence", "cluster_drill_down", "cluster_exemplars", "comparison_images"]
 
@@ -73,13 +73,7 @@ def small_maps(maps: torch.Tensor) -> torch.Tensor:
 
 
 def _display(image: torch.Tensor) -> torch.Tensor:
-    """``(C, H, W)`` inputs as RGB in ``[0, 1]``: min-max scaled, 1 channel repeated, extra ones dropped."""
-    x = image.detach().float()
-    x = x.repeat(3, 1, 1) if x.shape[0] == 1 else x[:3]
-    if x.shape[0] < 3:
-        x = torch.cat([x, x[-1:].expand(3 - x.shape[0], -1, -1)])
-    low, high = x.min(), x.max()
-    return (x - low) / (high - low) if high > low else torch.zeros_like(x)
+    return display_rgb(image[None])[0]
 
 
 def _resize(image: torch.Tensor, side: int) -> torch.Tensor:

@@ -44,7 +44,16 @@ from lightning_insight.discovery.results import (
     SliceDiscoveryReport,
 )
 
-__all__ = ["BatchReader", "SliceFinder", "probe_hash"]
+__all__ = [
+    "BatchReader",
+    "ProbePart",
+    "SliceFinder",
+    "batch_sample_ids",
+    "probe_hash",
+    "prune_probe",
+    "read_probe_batch",
+    "select_probe",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +93,33 @@ def probe_hash(
         z = (z ^ (z >> _UINT64(30))) * _UINT64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> _UINT64(27))) * _UINT64(0x94D049BB133111EB)
         return np.asarray(z ^ (z >> _UINT64(31)), dtype=np.uint64)
+
+
+#: One kept piece of a probe set: ``(inputs, labels, sample ids, probe hashes)``, inputs on the CPU.
+ProbePart = tuple[torch.Tensor, np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+def select_probe(parts: list[ProbePart], max_samples: int) -> list[ProbePart]:
+    """The ``max_samples`` samples of ``parts`` with the smallest hashes (ties by id), as one part.
+
+    Example:
+        >>> ids = np.arange(6)
+        >>> part = (torch.arange(6.0)[:, None], ids % 2, ids, probe_hash(ids, 0))
+        >>> kept = select_probe([part], 3)[0]
+        >>> kept[2].tolist() == sorted(np.argsort(probe_hash(ids, 0))[:3].tolist())
+        True
+    """
+    inputs = torch.cat([part[0] for part in parts])
+    labels, ids, hashes = (np.concatenate([part[i] for part in parts]) for i in (1, 2, 3))
+    rows = np.sort(np.lexsort((ids, hashes))[:max_samples])
+    return [(inputs[torch.as_tensor(rows)], labels[rows], ids[rows], hashes[rows])]
+
+
+def prune_probe(parts: list[ProbePart], max_samples: int) -> list[ProbePart]:
+    """:func:`select_probe` once more than twice ``max_samples`` are held (memory stays bounded)."""
+    if sum(part[1].shape[0] for part in parts) <= 2 * max_samples:
+        return parts
+    return select_probe(parts, max_samples)
 
 
 def _find(batch: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
@@ -127,6 +163,23 @@ def _ids_array(sample_ids: Any, count: int) -> np.ndarray[Any, np.dtype[np.int64
             f"Expected one integer sample id per input ({count}), but got {ids.shape[0]} of dtype {ids.dtype}."
         )
     return ids.astype(np.int64)
+
+
+def batch_sample_ids(
+    sample_ids: Any, *, seen: int, count: int
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """A batch's sample ids as int64, or, without ids, the samples' positions ``seen .. seen+count-1``.
+
+    Raises:
+        ValueError: Unless there is one integer id per input.
+
+    Example:
+        >>> batch_sample_ids(None, seen=4, count=2).tolist(), batch_sample_ids(torch.tensor([7, 9]), seen=0, count=2).tolist()
+        ([4, 5], [7, 9])
+    """
+    if sample_ids is None:
+        return np.arange(seen, seen + count, dtype=np.int64)
+    return _ids_array(sample_ids, count)
 
 
 def _labels_array(labels: Any, count: int) -> np.ndarray[Any, np.dtype[np.int64]]:

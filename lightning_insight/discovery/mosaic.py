@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CELL_COLOURS", "attribution_mosaic"]
+__all__ = ["CELL_COLOURS", "attribution_mosaic", "display_rgb"]
 
 #: Frame colour (RGB) per confusion cell: TP green, TN blue, FP orange, FN red; grey when unknown.
 CELL_COLOURS: dict[str | None, tuple[int, int, int]] = {
@@ -19,6 +19,26 @@ CELL_COLOURS: dict[str | None, tuple[int, int, int]] = {
     "FN": (214, 39, 40),
     None: (128, 128, 128),
 }
+
+
+def display_rgb(images: torch.Tensor) -> torch.Tensor:
+    """Model inputs ``(N, C, H, W)`` as RGB in ``[0, 1]`` for display.
+
+    Each image is min-max scaled on its own (inputs may be normalised, not in ``[0, 1]``); one channel
+    is repeated, two get their last repeated, channels past the third are dropped.
+
+    Example:
+        >>> out = display_rgb(torch.tensor([[[[-1.0, 1.0]]]]))
+        >>> tuple(out.shape), out[0, :, 0, 1].tolist()
+        ((1, 3, 1, 2), [1.0, 1.0, 1.0])
+    """
+    x = images.detach().float()
+    if x.shape[1] < 3:
+        x = torch.cat([x, x[:, -1:].expand(-1, 3 - x.shape[1], -1, -1)], dim=1)
+    x = x[:, :3]
+    low = x.amin(dim=(1, 2, 3), keepdim=True)
+    spread = x.amax(dim=(1, 2, 3), keepdim=True) - low
+    return torch.where(spread > 0, (x - low) / spread.clamp_min(1e-12), torch.zeros_like(x))
 
 
 def attribution_mosaic(
