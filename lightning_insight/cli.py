@@ -18,6 +18,8 @@ from lightning_insight.comparison.callback import AttributionComparisonMonitor
 from lightning_insight.comparison.results import AttributionComparisonReport
 from lightning_insight.discovery.callback import SliceDiscoveryMonitor
 from lightning_insight.discovery.results import SliceDiscoveryReport
+from lightning_insight.failure_modes.callback import FailureModeMonitor
+from lightning_insight.failure_modes.results import FailureModeReport
 from lightning_insight.fairness.callback import FairnessMonitor
 
 
@@ -47,6 +49,8 @@ class EpochSummary(Callback):
                 callback.history, trainer
             ):
                 summary = _comparison_summary(callback.history[-1])
+            elif isinstance(callback, FailureModeMonitor) and _is_new(callback.history, trainer):
+                summary = _failure_mode_summary(callback.history[-1])
             if summary is not None:
                 print(summary, flush=True)
 
@@ -78,6 +82,25 @@ def _comparison_summary(report: AttributionComparisonReport, top: int = 3) -> st
         f"  cluster {c.cluster_id}: {c.regions} regions in {c.images} images, B - A "
         f"{c.difference:+.3g} [{c.lower:+.3g}, {c.upper:+.3g}]"
         for c in report.clusters[:top]
+    )
+    return "\n".join(lines)
+
+
+def _failure_mode_summary(report: FailureModeReport, top: int = 3) -> str:
+    groups = ", ".join(
+        f"{g.group}: base error {g.base_error_rate:.3g}, ALER {g.aler:.3g}"
+        if g.fitted
+        else f"{g.group}: {g.reason}"
+        for g in report.groups
+    )
+    lines = [
+        f"[{report.source} epoch {report.epoch}] {len(report.modes)} failure modes over "
+        f"{report.num_samples} samples ({groups})"
+    ]
+    lines.extend(
+        f"  group {m.group}: {report.describe(m)}: {m.size} samples, error rate "
+        f"{m.error_rate:.3g}, {m.error_coverage:.0%} of the group's failures"
+        for m in report.modes[:top]
     )
     return "\n".join(lines)
 

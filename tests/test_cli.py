@@ -34,6 +34,8 @@ def test_fit_twice_in_the_same_folder_prints_summary_and_writes_logs(
     # AttributionComparisonMonitor (every 2nd epoch) compares epoch 1's model with epoch 0's copy
     assert out.count("[val epoch 1] attribution comparison with epoch:0 (epoch 0): ") == 2
     assert "over 96 probe images" in out and "  cluster 0: " in out
+    # FailureModeMonitor (every 2nd epoch) with a robust extractor trained on the training images
+    assert out.count("[val epoch 1] ") >= 2 and " failure modes over 96 samples (" in out
     assert "worst slice: " in out and "largest gaps: " in out and "alerts: " in out
     for version in ("version_0", "version_1"):
         folder = tmp_path / "lightning_logs" / version

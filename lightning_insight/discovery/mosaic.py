@@ -24,21 +24,26 @@ CELL_COLOURS: dict[str | None, tuple[int, int, int]] = {
 def display_rgb(images: torch.Tensor) -> torch.Tensor:
     """Model inputs ``(N, C, H, W)`` as RGB in ``[0, 1]`` for display.
 
-    Each image is min-max scaled on its own (inputs may be normalised, not in ``[0, 1]``); one channel
+    Inputs already in ``[0, 1]`` are shown as they are (a dark image stays dark); otherwise (e.g.
+    normalised inputs) the batch is min-max scaled as a whole, so images stay comparable. One channel
     is repeated, two get their last repeated, channels past the third are dropped.
 
     Example:
-        >>> out = display_rgb(torch.tensor([[[[-1.0, 1.0]]]]))
-        >>> tuple(out.shape), out[0, :, 0, 1].tolist()
-        ((1, 3, 1, 2), [1.0, 1.0, 1.0])
+        >>> display_rgb(torch.tensor([[[[0.25, 0.5]]]]))[0, :, 0].tolist()
+        [[0.25, 0.5], [0.25, 0.5], [0.25, 0.5]]
+        >>> display_rgb(torch.tensor([[[[-1.0, 1.0]]]]))[0, 0, 0].tolist()
+        [0.0, 1.0]
     """
     x = images.detach().float()
     if x.shape[1] < 3:
         x = torch.cat([x, x[:, -1:].expand(-1, 3 - x.shape[1], -1, -1)], dim=1)
     x = x[:, :3]
-    low = x.amin(dim=(1, 2, 3), keepdim=True)
-    spread = x.amax(dim=(1, 2, 3), keepdim=True) - low
-    return torch.where(spread > 0, (x - low) / spread.clamp_min(1e-12), torch.zeros_like(x))
+    if x.numel() == 0:
+        return x
+    low, high = float(x.min()), float(x.max())
+    if low >= 0.0 and high <= 1.0:
+        return x
+    return (x - low) / (high - low) if high > low else torch.zeros_like(x)
 
 
 def attribution_mosaic(

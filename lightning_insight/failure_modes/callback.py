@@ -6,7 +6,7 @@ import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -25,14 +25,12 @@ from lightning_insight.discovery.finder import (
     read_probe_batch,
     select_probe,
 )
-from lightning_insight.discovery.mosaic import display_rgb
 from lightning_insight.failure_modes.miner import FailureModeMiner
-from lightning_insight.failure_modes.results import FailureMode, FailureModeReport
-from lightning_insight.failure_modes.visualize import (
-    failure_mode_panel,
-    feature_attack,
-    feature_heatmaps,
-    most_activating,
+from lightning_insight.failure_modes.results import FailureModeReport
+from lightning_insight.failure_modes.robust import (
+    RobustExtractor,
+    gradients_enabled,
+    make_robust_extractor,
 )
 from lightning_insight.fairness.functional import check_positive_int
 from lightning_insight.sinks import Sink
@@ -107,7 +105,12 @@ class FailureModeMonitor(SinkCallback):
 
     Args:
         feature_extractor: The robust model. A frozen deep copy is used, moved to the LightningModule's
-            device. See :func:`~lightning_insight.failure_modes.make_robust_extractor`.
+            device. Or ``"robust"`` where none is at hand: at ``setup`` a
+            :class:`~lightning_insight.failure_modes.RobustExtractor` is trained adversarially
+            (:func:`~lightning_insight.failure_modes.make_robust_extractor`, seeded, the same on every
+            rank) at the first mining epoch on up to ``robust_options["max_samples"]`` (default
+            2000) images of the datamodule's ``train_dataloader()``; its weights are part of
+            ``state_dict``, so a resumed run uses the same extractor without training it again.
         feature_layer: ``None`` for the extractor's output (``(N, D)``; a 4-D output is average-pooled);
             or the dotted name of one of its modules whose output (``(N, D)``, or ``(N, D, h, w)``
             average-pooled, and then also the heatmaps' map) gives the features. Without a 4-D layer,
@@ -132,11 +135,15 @@ class FailureModeMonitor(SinkCallback):
         prefix: First part of every log key.
         miner_options: Further keyword arguments of :class:`FailureModeMiner`
             (``max_samples_per_group``, ``mutual_information``, ``random_state``).
+        robust_options: For ``feature_extractor="robust"``: ``max_samples`` and keyword arguments
+            of :func:`~lightning_insight.failure_modes.make_robust_extractor` (``epochs`` defaults
+            to 4 here; ``num_classes`` to the largest training label + 1, at least 2).
 
     Raises:
         ValueError: For a bad argument, naming it, including a ``feature_layer`` that is not a module of
             the extractor (with close matches) and miner options out of range.
-        TypeError: If ``feature_extractor`` is not an ``nn.Module``.
+        TypeError: If ``feature_extractor`` is neither an ``nn.Module`` nor ``"robust"``.
+        RuntimeError: At ``setup``, for ``"robust"`` without a datamodule to train it on.
 
     Logged keys:
         - to the sinks: :meth:`FailureModeReport.scalars` (``insight/failure_modes/...``),
@@ -160,7 +167,7 @@ class FailureModeMonitor(SinkCallback):
 
     def __init__(
         self,
-        feature_extractor: nn.Module,
+        feature_extractor: nn.Module | str,
         feature_layer: str | None = None,
         *,
         task: str = "multiclass",
@@ -180,12 +187,18 @@ class FailureModeMonitor(SinkCallback):
         sinks: Sequence[Sink | str] | None = None,
         prefix: str = "insight",
         miner_options: dict[str, Any] | None = None,
+        robust_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(sinks)
-        if not isinstance(feature_extractor, nn.Module):
+        if not isinstance(feature_extractor, nn.Module) and feature_extractor != "robust":
             raise TypeError(
-                f"Expected argument `feature_extractor` to be an nn.Module, but got "
-                f"{type(feature_extractor).__name__}."
+                f"Expected argument `feature_extractor` to be an nn.Module or 'robust', but got "
+                f"{feature_extractor!r}."
+            )
+        if feature_layer is not None and isinstance(feature_extractor, str):
+            raise ValueError(
+                "Expected argument `feature_layer` to be None with feature_extractor='robust' (its "
+                f"features are the pooled last block), but got {feature_layer!r}."
             )
         if feature_layer is not None:
             if not isinstance(feature_layer, str) or not feature_layer:
@@ -194,7 +207,7 @@ class FailureModeMonitor(SinkCallback):
                     f"{feature_layer!r}."
                 )
             try:
-                resolve_layer(feature_extractor, feature_layer)
+                resolve_layer(cast(nn.Module, feature_extractor), feature_layer)
             except ValueError as error:
                 raise ValueError(
                     f"Expected argument `feature_layer` to name a module of `feature_extractor`: {error}"
@@ -239,6 +252,7 @@ class FailureModeMonitor(SinkCallback):
         self.attack_steps = attack_steps
         self.adapter = adapter
         self.prefix = prefix
+        self.robust_options = dict(robust_options or {})
         self.miner = FailureModeMiner(
             max_depth=max_depth,
             num_features=num_features,
@@ -255,6 +269,7 @@ class FailureModeMonitor(SinkCallback):
         self.alerts: list[FailureModeAlert] = []
         self._cache: dict[int, np.ndarray[Any, np.dtype[np.float32]]] = {}
         self._extractor: nn.Module | None = None
+        self._robust_config: dict[str, Any] = {}  # how the "robust" extractor was built
         self._rows: list[
             tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]
         ] = []
@@ -281,17 +296,61 @@ class FailureModeMonitor(SinkCallback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        if isinstance(self.feature_extractor, str):
+            if getattr(trainer, "datamodule", None) is None:
+                self._train_robust(trainer)  # raises the clear error before any long run
+            return  # trained at the first mining epoch, unless a checkpoint brings its weights
         if self._extractor is None:
-            extractor = copy.deepcopy(self.feature_extractor).eval()
-            extractor.requires_grad_(False)
-            self._extractor = extractor
+            self._extractor = copy.deepcopy(self.feature_extractor).eval().requires_grad_(False)
         self._extractor.to(pl_module.device)
+
+    def _ready_extractor(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._extractor is None:
+            self._extractor = self._train_robust(trainer).eval().requires_grad_(False)
+        self._extractor.to(pl_module.device)
+
+    def _train_robust(self, trainer: pl.Trainer) -> RobustExtractor:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not callable(getattr(datamodule, "train_dataloader", None)):
+            raise RuntimeError(
+                "FailureModeMonitor: feature_extractor='robust' trains on the datamodule's "
+                "train_dataloader(), but this Trainer has no datamodule. HINT: pass a datamodule, or "
+                "pass an nn.Module (e.g. from lightning_insight.make_robust_extractor)."
+            )
+        options = dict(self.robust_options)
+        limit = int(options.pop("max_samples", 2000))
+        try:
+            loader = datamodule.train_dataloader()
+        except Exception:
+            datamodule.setup("fit")
+            loader = datamodule.train_dataloader()
+        images, labels, count = [], [], 0
+        for batch in loader:
+            inputs, target, _ = read_probe_batch(batch)
+            images.append(torch.as_tensor(inputs)[: limit - count].detach().cpu())
+            labels.append(torch.as_tensor(target)[: limit - count].detach().cpu().long())
+            count += images[-1].shape[0]
+            if count >= limit:
+                break
+        x, y = torch.cat(images), torch.cat(labels)
+        options.setdefault("num_classes", max(2, int(y.max()) + 1))
+        options.setdefault("epochs", 4)
+        options.setdefault("channels", int(x.shape[1]))
+        log.info("FailureModeMonitor: training a robust feature extractor on %d images.", count)
+        with gradients_enabled():  # validation runs under inference mode
+            extractor = make_robust_extractor((x.clone(), y.clone()), **options)
+        self._robust_config = {
+            key: options[key] for key in ("num_classes", "channels", "widths") if key in options
+        }
+        return extractor
 
     # ------------------------------------------------------------------ hooks
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._active = scheduled(trainer, self.every_n_epochs)
         self._rows, self._kept, self._seen = [], [], 0
+        if self._active:
+            self._ready_extractor(trainer, pl_module)
 
     @override
     def on_validation_batch_end(
@@ -352,9 +411,8 @@ class FailureModeMonitor(SinkCallback):
         fired = self._alerts(report)
         scalars = report.scalars(self.prefix)
         scalars[f"{self.prefix}/failure_modes/alerts"] = float(len(fired))
-        failed = {int(i) for i in ids[predicted != labels]}
         pictures = (
-            self._pictures(report, kept, failed, pl_module.device)
+            self._pictures(report, kept, pl_module.device)
             if trainer.is_global_zero and self.images
             else {}
         )
@@ -452,72 +510,27 @@ class FailureModeMonitor(SinkCallback):
         return fired
 
     def _pictures(
-        self,
-        report: FailureModeReport,
-        kept: list[ProbePart],
-        failed: set[int],
-        device: torch.device,
+        self, report: FailureModeReport, kept: list[ProbePart], device: torch.device
     ) -> dict[str, np.ndarray[Any, Any]]:
         if not kept or not report.modes:
             return {}
         inputs, _, ids, _ = kept[0]
-        position = {int(sample_id): row for row, sample_id in enumerate(ids)}
         extractor = self._extractor_module()
-        features = torch.as_tensor(np.stack([self._cache[int(i)] for i in ids]))
         spatial = _spatial_map(extractor, self.feature_layer, inputs.to(device))
-        shown = display_rgb(inputs)
+        attack = _extractor_features(extractor, self.feature_layer) if self.attack_steps else None
         pictures: dict[str, np.ndarray[Any, Any]] = {}
-        group_of = _group_members(report, position)
-        for rank, mode in enumerate(report.modes[: self.images]):
-            members = group_of.get(mode.group, [])
-            failures = [position[i] for i in mode.sample_ids if i in position and i in failed]
-            picture = self._mode_picture(
-                mode, members, failures[:12], inputs, shown, features, spatial, extractor, device
+        for rank in range(min(self.images, len(report.modes))):
+            picture = self.miner.explain_images(
+                rank,
+                inputs.to(device),
+                sample_ids=ids,
+                feature_map=spatial,
+                extractor=attack,
+                attack_steps=self.attack_steps,
             )
             if picture is not None:
                 pictures[f"mode_{rank}"] = picture
         return pictures
-
-    def _mode_picture(
-        self,
-        mode: FailureMode,
-        members: list[int],
-        failures: list[int],
-        inputs: torch.Tensor,
-        shown: torch.Tensor,
-        features: torch.Tensor,
-        spatial: torch.Tensor | None,
-        extractor: nn.Module,
-        device: torch.device,
-    ) -> np.ndarray[Any, Any] | None:
-        rows: list[list[torch.Tensor]] = []
-        cells: list[str | None] = []
-        for feature in dict.fromkeys(condition[0] for condition in mode.path):
-            if not members:
-                break
-            top = most_activating(features, feature, k=6, among=members)
-            row = [shown[top]]
-            if spatial is not None:
-                row.append(feature_heatmaps(spatial[top].cpu(), feature, shown[top]))
-            if self.attack_steps:
-                attacked = feature_attack(
-                    _extractor_features(extractor, self.feature_layer),
-                    inputs[top].to(device),
-                    feature,
-                    steps=self.attack_steps,
-                    clamp=None,
-                )
-                row.append(display_rgb(attacked.cpu()))
-            rows.append(row)
-            cells.append(None)
-        if failures:
-            rows.append([shown[torch.as_tensor(failures)]])
-            cells.append("FN")
-        if not rows:
-            return None
-        picture = failure_mode_panel(rows, cells=cells)
-        image: np.ndarray[Any, Any] = np.rint(picture.clamp(0, 1).permute(1, 2, 0).numpy() * 255)
-        return image.astype(np.uint8)
 
     def _emit(
         self,
@@ -541,7 +554,14 @@ class FailureModeMonitor(SinkCallback):
     @override
     def state_dict(self) -> dict[str, Any]:
         ids = sorted(self._cache)
+        state: dict[str, Any] = {}
+        if isinstance(self.feature_extractor, str) and self._extractor is not None:
+            state["robust_config"] = dict(self._robust_config)
+            state["robust_weights"] = {
+                key: value.detach().cpu() for key, value in self._extractor.state_dict().items()
+            }
         return {
+            **state,
             "history": [r.to_dict() for r in self.history],
             "alerts": [a.to_dict() for a in self.alerts],
             "cache_ids": torch.as_tensor(ids, dtype=torch.int64),
@@ -557,6 +577,13 @@ class FailureModeMonitor(SinkCallback):
         ids = torch.as_tensor(state_dict.get("cache_ids", torch.zeros(0))).tolist()
         features = torch.as_tensor(state_dict.get("cache_features", torch.zeros(0, 0))).numpy()
         self._cache = {int(i): features[row] for row, i in enumerate(ids)}
+        weights = state_dict.get("robust_weights")
+        if isinstance(self.feature_extractor, str) and weights is not None:
+            config = dict(state_dict.get("robust_config", {}))
+            extractor = RobustExtractor(**config)
+            extractor.load_state_dict(weights)
+            self._robust_config = config
+            self._extractor = extractor.eval().requires_grad_(False)
 
 
 def _predicted_labels(preds: Any, task: str, threshold: float) -> np.ndarray[Any, Any]:
@@ -629,16 +656,6 @@ def _extractor_features(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The extractor as a function ``images -> (N, D)`` with gradients (for the feature attack)."""
     return lambda images: _pooled(_extract(extractor, layer, images, gradients=True))
-
-
-def _group_members(report: FailureModeReport, position: dict[int, int]) -> dict[Any, list[int]]:
-    """Per group, the kept-image rows of its samples (the union of its modes' members)."""
-    members: dict[Any, list[int]] = {}
-    for mode in report.modes:
-        members.setdefault(mode.group, []).extend(
-            position[i] for i in mode.sample_ids if i in position
-        )
-    return {group: sorted(rows) for group, rows in members.items()}
 
 
 def _unique_probe(parts: list[ProbePart]) -> list[ProbePart]:

@@ -187,7 +187,7 @@ def test_a_feature_layer_gives_features_and_heatmaps(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extractor", "kwargs", "error", "match"),
     [
-        (3, {}, TypeError, r"`feature_extractor` to be an nn.Module, but got int"),
+        (3, {}, TypeError, r"`feature_extractor` to be an nn.Module or .robust., but got 3"),
         (None, {"feature_layer": "inner.backbne"}, ValueError, r"`feature_layer`.*inner\.backbone"),
         (None, {"task": "regression"}, ValueError, r"`task` to be one of"),
         (None, {"threshold": 2}, ValueError, r"`threshold` to be a float in \[0, 1\], but got 2"),
@@ -264,3 +264,42 @@ def test_two_process_ddp_equals_single_process(tmp_path: Path, run_ok: Any) -> N
     assert single["report"]["num_samples"] == ddp["report"]["num_samples"] == 301
     assert single["report"] == ddp["report"]
     assert single["cached"] == ddp["cached"] == 301
+
+
+def test_a_robust_extractor_is_trained_once_and_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = {"max_samples": 100, "epochs": 1, "widths": (4, 8, 16)}
+    monitor = _monitor("robust", images=0, robust_options=options)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _trainer(tmp_path, [monitor, checkpoint], max_epochs=1, enable_checkpointing=True).fit(
+        _model(), _data()
+    )
+    extractor = monitor._extractor
+    assert isinstance(extractor, RobustExtractor) and extractor.num_features == 16
+    assert monitor.history[0].num_samples == 150
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr("lightning_insight.failure_modes.callback.make_robust_extractor", refuse)
+    resumed = _monitor("robust", images=0, robust_options=options)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _trainer(tmp_path, [resumed, checkpoint], enable_checkpointing=True).fit(
+        _model(), _data(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
+    )
+    assert [r.epoch for r in resumed.history] == [0, 1]
+    assert isinstance(resumed._extractor, RobustExtractor)
+    before, after = extractor.state_dict(), resumed._extractor.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_a_robust_extractor_needs_a_datamodule(tmp_path: Path) -> None:
+    data = _data()
+    data.setup("validate")
+    with pytest.raises(RuntimeError, match=r"'robust'.*no datamodule"):
+        _trainer(tmp_path, [_monitor("robust")]).validate(_model(), data.val_dataloader())
+    with pytest.raises(
+        ValueError, match=r"`feature_layer` to be None with feature_extractor='robust'"
+    ):
+        FailureModeMonitor("robust", feature_layer="backbone")

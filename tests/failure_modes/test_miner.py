@@ -36,7 +36,9 @@ def assert_recovers_planted(report: FailureModeReport) -> None:
 
 def test_recovers_planted_failure_mode_with_one_group() -> None:
     x, preds, target = planted_data()
-    miner = FailureModeMiner(grouping="all", num_features=10, max_samples_per_group=2000)
+    miner = FailureModeMiner(
+        grouping="all", num_features=10, max_samples_per_group=2000, mutual_information="knn"
+    )
     report = miner.fit(x, preds, target)
     assert_recovers_planted(report)
     assert set(miner.selected_features_["all"][:2].tolist()) == {7, 23}
@@ -322,3 +324,37 @@ def test_bad_inputs_raise(
 ) -> None:
     with pytest.raises(error, match=match):
         FailureModeMiner().fit(*args, **kwargs)
+
+
+def test_explain_images_shows_the_group_top_activations_and_the_failures() -> None:
+    # One feature is each image's brightness; the model fails on the brightest images.
+    rng = np.random.default_rng(0)
+    brightness = rng.uniform(0.05, 0.95, size=400)
+    features = np.column_stack([brightness, rng.normal(size=(400, 3))])
+    target = np.zeros(400, dtype=int)
+    preds = (brightness > 0.7).astype(int)
+    ids = np.arange(1000, 1400)
+    miner = FailureModeMiner(grouping="all", max_depth=1, min_samples_leaf=5)
+    report = miner.fit(features, preds, target, sample_ids=ids)
+    assert report.modes[0].path[0][:1] == (0,) and report.modes[0].path[0][2] == ">"
+    images = torch.as_tensor(brightness, dtype=torch.float32)[:, None, None, None].expand(
+        -1, 1, 8, 8
+    )
+    # the monitor hands over a subset in another order: every 2nd sample, reversed
+    subset = np.arange(0, 400, 2)[::-1].copy()
+    picture = miner.explain_images(0, images[subset], sample_ids=ids[subset], top_k=6)
+    assert picture is not None and picture.dtype == np.uint8
+    tile = 10  # 8 pixels + a 1-pixel frame on each side
+    assert picture.shape == (2 * tile, 12 * tile, 3)  # one feature row, one failure row of 12
+    shown = [int(picture[tile // 2, column * tile + tile // 2, 0]) for column in range(6)]
+    expected = np.sort(brightness[subset])[::-1][:6]
+    assert shown == [int(np.rint(value * 255)) for value in expected.astype(np.float32)]
+    # the failure row is framed red and shows only failures (brightness > 0.7) of the subset
+    assert picture[tile, 0].tolist() == [214, 39, 40]
+    failures = [picture[tile + tile // 2, c * tile + tile // 2, 0] / 255 for c in range(12)]
+    assert all(value > 0.7 for value in failures)
+    with pytest.raises(ValueError, match=r"`mode` to be a rank in \[0, 2\), but got 5"):
+        miner.explain_images(5, images, sample_ids=ids)
+    assert miner.explain_images(0, images[:3], sample_ids=[1, 2, 3]) is None  # unknown ids
+    with pytest.raises(RuntimeError, match="call fit first"):
+        FailureModeMiner().explain_images(0, images, sample_ids=ids)
