@@ -295,7 +295,20 @@ class FairnessMonitor(SinkCallback):
         self._sinks.text(f"{self.prefix}/report{suffix}", text, step=step)
         self._sinks.json(
             f"{self.prefix}/report{suffix}",
-            {**report.to_dict(), "alerts": [a.to_dict() for a in fired]},
+            {
+                **report.to_dict(),
+                "alerts": [a.to_dict() for a in fired],
+                "rules": [
+                    {
+                        "rule": rule.text,
+                        "dimension": rule.scope,
+                        "name": rule.name,
+                        "op": rule.op,
+                        "threshold": rule.threshold,
+                    }
+                    for rule in self.rules
+                ],
+            },
             step=step,
         )
         self._sinks.flush()

@@ -97,6 +97,10 @@ def test_fit_with_an_epoch_reference_compares_after_the_snapshot(
     assert all(image.dtype == np.uint8 and image.shape[2] == 3 for _, _, image in sink.images)
     assert monitor.reference is not None
     assert not any(p.requires_grad for p in monitor.reference.parameters())
+    # validate() after fit compares with the same epoch-0 copy
+    model = trainer.lightning_module
+    trainer.validate(model, _data())
+    assert len(monitor.history) == 3 and monitor.history[-1].reference_epoch == 0
 
 
 def test_validate_with_a_module_reference_and_a_state_round_trip(tmp_path: Path) -> None:

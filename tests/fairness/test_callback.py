@@ -156,6 +156,16 @@ def test_fit_reports_each_epoch_to_memory_sink_and_matches_slice_metrics(tmp_pat
         sink.jsons[-1][2]["slices"]["weather=foggy"]["count"]
         == last.slices["weather=foggy"]["count"]
     )
+    # the JSON report carries every configured rule (InsightBoard draws their thresholds)
+    assert sink.jsons[-1][2]["rules"] == [
+        {
+            "rule": "accuracy_difference >= 0",
+            "dimension": None,
+            "name": "accuracy_difference",
+            "op": ">=",
+            "threshold": 0.0,
+        }
+    ]
     # headline scalars reach callback_metrics so EarlyStopping/ModelCheckpoint can monitor them
     logged = trainer.callback_metrics["insight/gap/weather/equalized_odds_difference"]
     assert abs(float(logged) - last.indicators["weather"]["equalized_odds_difference"]) < 1e-6
