@@ -11,8 +11,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_insight.batch import Adapter, read_batch
-from lightning_insight.fairness.alerts import AlertTracker, parse_alert_rule
+from lightning_insight.fairness.alerts import CORRECTIONS, AlertTracker, parse_alert_rule
 from lightning_insight.fairness.functional import (
+    check_confidence,
     check_indicators,
     check_metrics,
     check_positive_int,
@@ -76,6 +77,13 @@ class FairnessMonitor(SinkCallback):
             lie in ``[0, num_classes)`` (``None``: the categories come from the data).
         reference: dimension -> reference slice; gaps are then measured to it.
         max_slices: the most distinct values one attribute may take.
+        bootstrap: ``B`` Poisson bootstrap replicates (0: none; classification). Every per-slice
+            metric, overall metric and indicator then also has ``<name>_low``/``<name>_high``, its
+            ``confidence`` percentile interval, in the report and every sink. Each sample's weights
+            come from its ``sample_id`` (needed in the batch), so DDP and one process agree.
+        confidence: the intervals' level, in ``(0, 1)``.
+        correction: ``None``, ``"holm"`` or ``"bh"``: ``@ci`` indicator rules test their dimensions
+            together with that multiple-testing correction (see :mod:`lightning_insight.fairness.alerts`).
 
     Raises:
         ValueError: for an unknown task, metric, indicator, malformed alert rule, or bad numbers; each
@@ -116,6 +124,9 @@ class FairnessMonitor(SinkCallback):
         num_classes: int | None = None,
         reference: Mapping[str, str] | None = None,
         max_slices: int = 1000,
+        bootstrap: int = 0,
+        confidence: float = 0.95,
+        correction: str | None = None,
     ) -> None:
         super().__init__(sinks)
         check_task(task)
@@ -154,6 +165,30 @@ class FairnessMonitor(SinkCallback):
             raise ValueError(
                 f"Expected argument `prefix` to be a non-empty string without a trailing '/', but got {prefix!r}."
             )
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+            raise ValueError(
+                f"Expected argument `bootstrap` to be an int >= 0, but got {bootstrap!r}."
+            )
+        if bootstrap and task == "detection":
+            raise ValueError(
+                "Expected argument `bootstrap` to be 0 for task='detection' (intervals are computed "
+                f"for classification), but got {bootstrap}."
+            )
+        check_confidence(confidence)
+        needs_intervals = [rule.text for rule in self.rules if rule.ci]
+        if needs_intervals and not bootstrap:
+            raise ValueError(
+                f"Expected argument `bootstrap` to be > 0 for the '@ci' alert rules {needs_intervals}, "
+                "but got 0. HINT: pass bootstrap=200."
+            )
+        if correction is not None and correction not in CORRECTIONS:
+            raise ValueError(
+                f"Expected argument `correction` to be None or one of {CORRECTIONS}, but got "
+                f"{correction!r}."
+            )
+        self.bootstrap = bootstrap
+        self.confidence = float(confidence)
+        self.correction = correction
         self.reference = check_reference(reference, self.specs)
         self.min_support = min_support
         self.every_n_epochs = every_n_epochs
@@ -166,7 +201,9 @@ class FairnessMonitor(SinkCallback):
         self.max_slices = max_slices
         self.history: list[SliceReport] = []
         self.alerts: list[Alert] = []
-        self._tracker = AlertTracker(self.rules, patience=patience)
+        self._tracker = AlertTracker(
+            self.rules, patience=patience, correction=correction, confidence=confidence
+        )
         self._attribute_names = list(
             dict.fromkeys(a.name for s in self.specs for a in s.attributes)
         )
@@ -201,6 +238,7 @@ class FairnessMonitor(SinkCallback):
                         threshold=self.threshold,
                         num_classes=self.num_classes,
                         max_slices=self.max_slices,
+                        bootstrap=self.bootstrap,
                     )
                 if key in self._index_states:
                     metric.index.load_state_dict(self._index_states.pop(key))
@@ -239,16 +277,19 @@ class FairnessMonitor(SinkCallback):
             suffix = f"/dataloader_idx_{idx}" if num_loaders > 1 else ""
             source = stage + suffix
             result = metric.compute()  # a collective: every rank calls it
-            make_report = report_from_detection if self.task == "detection" else report_from_counts
-            report = make_report(
-                result,  # type: ignore[arg-type]
-                metrics=self.metrics,
-                indicators=self.indicators,
-                min_support=self.min_support,
-                reference=self.reference,
-                epoch=trainer.current_epoch,
-                step=trainer.global_step,
-                source=source,
+            options: dict[str, Any] = {
+                "metrics": self.metrics,
+                "indicators": self.indicators,
+                "min_support": self.min_support,
+                "reference": self.reference,
+                "epoch": trainer.current_epoch,
+                "step": trainer.global_step,
+                "source": source,
+            }
+            report = (
+                report_from_detection(result, **options)  # type: ignore[arg-type]
+                if self.task == "detection"
+                else report_from_counts(result, confidence=self.confidence, **options)  # type: ignore[arg-type]
             )
             self._record(report)
             fired = self._tracker.update(report)

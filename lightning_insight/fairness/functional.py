@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from lightning_insight.fairness.indicators import fairness_indicators, indicator_names
+from lightning_insight.fairness.indicators import (
+    fairness_indicators,
+    indicator_names,
+    indicator_replicates,
+)
 from lightning_insight.fairness.results import SliceReport, slice_value
+from lightning_insight.metrics.bootstrap import percentile_interval
 from lightning_insight.metrics.classification import (
     TASKS,
     SliceCounts,
+    SlicedConfusion,
     classification_metrics,
     slice_counts,
 )
@@ -132,11 +139,28 @@ def report_from_counts(
     epoch: int | None = None,
     step: int | None = None,
     source: str = "data",
+    confidence: float = 0.95,
 ) -> SliceReport:
-    """Turn per-slice counts into a :class:`SliceReport` with indicators over eligible slices."""
+    """Turn per-slice counts into a :class:`SliceReport` with indicators over eligible slices.
+
+    When ``counts`` carries bootstrap replicates, every metric and indicator also gets its
+    ``confidence`` percentile interval (``<name>_low``, ``<name>_high``).
+    """
     overall_all = classification_metrics(
         counts.overall, task=counts.task, num_classes=counts.num_classes
     )
+    replicates: _Replicates | None = None
+    if counts.overall_replicates is not None and counts.replicates is not None:
+        replicates = _Replicates(
+            overall=classification_metrics(
+                counts.overall_replicates, task=counts.task, num_classes=counts.num_classes
+            ),
+            dimensions={
+                dimension: _per_replicate(weighted, counts.task, counts.num_classes)
+                for dimension, weighted in counts.replicates.items()
+            },
+            confidence=confidence,
+        )
     dimensions = {
         dimension: (
             names,
@@ -158,7 +182,47 @@ def report_from_counts(
         epoch=epoch,
         step=step,
         source=source,
+        replicates=replicates,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Replicates:
+    """Metric values per bootstrap replicate: overall ``(B,)`` and per dimension ``(B, S)``."""
+
+    overall: Mapping[str, np.ndarray]
+    dimensions: Mapping[str, Mapping[str, np.ndarray]]
+    confidence: float
+
+
+def _per_replicate(
+    weighted: np.ndarray, task: str, num_classes: int | None
+) -> dict[str, np.ndarray]:
+    """Metrics of ``(B, S, num_cells)`` replicate counts, each ``(B, S)``."""
+    replicates, slices, cells = weighted.shape
+    flat = classification_metrics(
+        weighted.reshape(replicates * slices, cells), task=task, num_classes=num_classes
+    )
+    return {name: values.reshape(replicates, slices) for name, values in flat.items()}
+
+
+def _with_intervals(
+    values: dict[str, float], replicates: Mapping[str, np.ndarray], confidence: float
+) -> dict[str, float]:
+    """``values`` plus ``<name>_low``/``<name>_high`` for each of them (but ``count``).
+
+    A name without replicate values gets NaN bounds.
+    """
+    out = dict(values)
+    for name in values:
+        if name == "count":
+            continue
+        if name not in replicates:
+            out[f"{name}_low"] = out[f"{name}_high"] = float("nan")
+            continue
+        low, high = percentile_interval(np.asarray(replicates[name]), confidence)
+        out[f"{name}_low"], out[f"{name}_high"] = float(low), float(high)
+    return out
 
 
 def report_from_detection(
@@ -205,6 +269,7 @@ def _report(
     epoch: int | None,
     step: int | None,
     source: str,
+    replicates: _Replicates | None = None,
 ) -> SliceReport:
     """The report of per-slice metric values: exclusions under ``min_support``, then indicators."""
 
@@ -216,12 +281,20 @@ def _report(
     table: dict[str, dict[str, float]] = {}
     excluded: dict[str, str] = {}
     references: dict[str, str] = {}
+    indicator_values: dict[str, dict[str, tuple[float, ...]]] = {}
     for dimension, (names, values) in dimensions.items():
         names_of[dimension] = tuple(names)
         by = support_metric.get(dimension, "count")
         support = values[by]
+        dimension_replicates = None if replicates is None else replicates.dimensions[dimension]
         for i, name in enumerate(names):
             slices[name] = select({k: float(v[i]) for k, v in values.items()})
+            if replicates is not None and dimension_replicates is not None:
+                slices[name] = _with_intervals(
+                    slices[name],
+                    {k: v[:, i] for k, v in dimension_replicates.items()},
+                    replicates.confidence,
+                )
             if support[i] < min_support:
                 unit = "objects" if by == "objects" else "count"
                 excluded[name] = f"{unit} {int(support[i])} < min_support {min_support}"
@@ -234,14 +307,30 @@ def _report(
                 position = keep.index(list(names).index(ref_name))
             else:
                 table[dimension] = {name: float("nan") for name in indicators}
+                if replicates is not None:
+                    table[dimension] = _with_intervals(table[dimension], {}, replicates.confidence)
                 continue
         kept = {k: np.asarray(v)[keep] for k, v in values.items()}
         table[dimension] = fairness_indicators(
             kept, task=task, indicators=indicators, reference=position
         )
+        if replicates is not None and dimension_replicates is not None:
+            replicated = indicator_replicates(
+                {k: v[:, keep] for k, v in dimension_replicates.items()},
+                task=task,
+                indicators=indicators,
+                reference=position,
+            )
+            table[dimension] = _with_intervals(table[dimension], replicated, replicates.confidence)
+            indicator_values[dimension] = {
+                k: tuple(float(x) for x in v) for k, v in replicated.items()
+            }
+    overall_values = select(overall)
+    if replicates is not None:
+        overall_values = _with_intervals(overall_values, replicates.overall, replicates.confidence)
     return SliceReport(
         task=task,
-        overall=select(overall),
+        overall=overall_values,
         slices=slices,
         dimensions=names_of,
         indicators=table,
@@ -250,6 +339,11 @@ def _report(
         step=step,
         source=source,
         reference=references,
+        bootstrap=0
+        if replicates is None
+        else int(next(iter(replicates.overall.values())).shape[0]),
+        confidence=None if replicates is None else replicates.confidence,
+        indicator_replicates=indicator_values,
     )
 
 
@@ -291,6 +385,10 @@ def slice_metrics(
     min_support: int = 1,
     reference: Reference = None,
     max_slices: int = 1000,
+    bootstrap: int = 0,
+    confidence: float = 0.95,
+    sample_ids: Any = None,
+    seed: int = 0,
 ) -> SliceReport:
     """Metrics per slice and fairness indicators per dimension, in one call.
 
@@ -313,6 +411,12 @@ def slice_metrics(
             per-box attribute) are reported but left out of indicators.
         reference: dimension -> reference slice; indicators then measure distance to it.
         max_slices: the most distinct values one categorical attribute may take.
+        bootstrap: ``B`` Poisson bootstrap replicates (0: none); every metric and indicator then gets
+            ``<name>_low``/``<name>_high``, its ``confidence`` percentile interval (classification).
+        confidence: the intervals' level, in ``(0, 1)``.
+        sample_ids: one integer id per sample, which seeds its replicate weights (default: positions
+            ``0..N-1``); the same ids give the same intervals in any batching or process count.
+        seed: seed of the bootstrap.
 
     Returns:
         A :class:`SliceReport`.
@@ -336,6 +440,14 @@ def slice_metrics(
     check_positive_int("max_slices", max_slices)
     check_threshold(threshold)
     reference = check_reference(reference, specs)
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"Expected argument `bootstrap` to be an int >= 0, but got {bootstrap!r}.")
+    check_confidence(confidence)
+    if task == "detection" and bootstrap:
+        raise ValueError(
+            "Expected argument `bootstrap` to be 0 for task='detection' (intervals are computed for "
+            f"classification), but got {bootstrap}."
+        )
     if task == "detection":
         stats = detection_slice_stats(
             preds,
@@ -348,16 +460,52 @@ def slice_metrics(
         return report_from_detection(
             stats, metrics=metrics, indicators=chosen, min_support=min_support, reference=reference
         )
-    counts = slice_counts(
-        preds,
-        target,
-        attributes,
-        task=task,
-        specs=specs,
-        threshold=threshold,
-        num_classes=num_classes,
-        max_slices=max_slices,
-    )
+    if bootstrap:
+        metric = SlicedConfusion(
+            task=task,
+            specs=specs,
+            threshold=threshold,
+            num_classes=num_classes,
+            max_slices=max_slices,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+        count = len(target)
+        ids = np.arange(count) if sample_ids is None else sample_ids
+        metric.update(preds, target, attributes, ids)
+        counts = metric.compute()
+    else:
+        counts = slice_counts(
+            preds,
+            target,
+            attributes,
+            task=task,
+            specs=specs,
+            threshold=threshold,
+            num_classes=num_classes,
+            max_slices=max_slices,
+        )
     return report_from_counts(
-        counts, metrics=metrics, indicators=chosen, min_support=min_support, reference=reference
+        counts,
+        metrics=metrics,
+        indicators=chosen,
+        min_support=min_support,
+        reference=reference,
+        confidence=confidence,
     )
+
+
+def check_confidence(confidence: object) -> None:
+    """Raise unless ``confidence`` is a float in ``(0, 1)``.
+
+    Raises:
+        ValueError: naming the argument and the value got.
+    """
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, int | float)
+        or not 0.0 < confidence < 1.0
+    ):
+        raise ValueError(
+            f"Expected argument `confidence` to be a float in (0, 1), but got {confidence!r}."
+        )

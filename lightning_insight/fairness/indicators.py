@@ -15,6 +15,7 @@ left out of that indicator. An indicator with fewer than two defined values is N
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -57,27 +58,75 @@ def indicator_names(task: str) -> tuple[str, ...]:
     return tuple(_table(task))
 
 
-def _gap(values: np.ndarray, kind: str, reference: float | None) -> float:
-    defined = values[~np.isnan(values)]
-    if kind == "min":
-        return float(defined.min()) if defined.size else float("nan")
-    if reference is not None:
-        if np.isnan(reference) or defined.size == 0:
-            return float("nan")
+def _gaps(values: np.ndarray, kind: str, reference: int | None) -> np.ndarray:
+    """One indicator per row of ``values`` ``(R, S)`` (rows: bootstrap replicates or one report)."""
+    if values.shape[1] == 0:
+        return np.full(values.shape[0], np.nan)
+    defined = ~np.isnan(values)
+    count = defined.sum(axis=1)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, as wanted
+        if kind == "min":
+            return np.asarray(np.nanmin(values, axis=1), dtype=np.float64)
+        if reference is not None:
+            ref = values[:, reference : reference + 1]
+            if kind == "difference":
+                out = np.nanmax(np.abs(values - ref), axis=1)
+            else:
+                ratios = np.minimum(values / ref, ref / values)
+                ratios = np.where((values == 0) & (ref == 0), 1.0, ratios)
+                out = np.nanmin(ratios, axis=1)
+            return np.where(np.isnan(ref[:, 0]) | (count == 0), np.nan, out)
+        high, low = np.nanmax(values, axis=1), np.nanmin(values, axis=1)
         if kind == "difference":
-            return float(np.abs(defined - reference).max())
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = np.minimum(defined / reference, reference / defined)
-        ratios = np.where((defined == 0) & (reference == 0), 1.0, ratios)
-        return float(np.nanmin(ratios)) if not np.all(np.isnan(ratios)) else float("nan")
-    if defined.size < 2:
-        return float("nan")
-    high, low = float(defined.max()), float(defined.min())
-    if kind == "difference":
-        return high - low
-    if high == 0:
-        return float("nan")
-    return low / high
+            out = high - low
+        else:
+            out = np.where(high == 0, np.nan, low / np.where(high == 0, 1.0, high))
+        return np.where(count < 2, np.nan, out)
+
+
+def indicator_replicates(
+    metrics: Mapping[str, np.ndarray],
+    *,
+    task: str,
+    indicators: Sequence[str] | None = None,
+    reference: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Indicators of one dimension for each row of ``(R, S)`` metric arrays (e.g. bootstrap replicates).
+
+    The same definitions as :func:`fairness_indicators`, vectorised over the rows.
+
+    Raises:
+        ValueError: if an indicator name is unknown for ``task``.
+
+    Example:
+        >>> out = indicator_replicates({"accuracy": np.array([[0.9, 0.7], [0.8, 0.8]])}, task="multiclass",
+        ...                            indicators=["accuracy_difference"])
+        >>> np.round(out["accuracy_difference"], 4).tolist()
+        [0.2, 0.0]
+    """
+    table = _table(task)
+    names = list(table) if indicators is None else list(indicators)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(
+            f"Expected argument `indicators` to name indicators of task={task!r} from {list(table)}, "
+            f"but got unknown {unknown}."
+        )
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        metric, kind = table[name]
+        gaps = [
+            _gaps(np.atleast_2d(np.asarray(metrics[part], dtype=np.float64)), kind, reference)
+            for part in metric.split("+")
+        ]
+        if len(gaps) == 1:
+            out[name] = gaps[0]
+        else:
+            stacked = np.stack(gaps)
+            worst = stacked.max(axis=0) if kind == "difference" else stacked.min(axis=0)
+            out[name] = np.where(np.isnan(stacked).any(axis=0), np.nan, worst)
+    return out
 
 
 def fairness_indicators(
@@ -108,27 +157,6 @@ def fairness_indicators(
         >>> {k: round(v, 4) for k, v in out.items()}
         {'equalized_odds_difference': 0.3, 'accuracy_ratio': 0.7778}
     """
-    table = _table(task)
-    names = list(table) if indicators is None else list(indicators)
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise ValueError(
-            f"Expected argument `indicators` to name indicators of task={task!r} from {list(table)}, "
-            f"but got unknown {unknown}."
-        )
-    out: dict[str, float] = {}
-    for name in names:
-        metric, kind = table[name]
-        parts = metric.split("+")
-        gaps = []
-        for part in parts:
-            values = np.asarray(metrics[part], dtype=np.float64)
-            ref = None if reference is None else float(values[reference])
-            gaps.append(_gap(values, kind, ref))
-        if len(gaps) == 1:
-            out[name] = gaps[0]
-        elif any(np.isnan(gaps)):
-            out[name] = float("nan")
-        else:
-            out[name] = max(gaps) if kind == "difference" else min(gaps)
-    return out
+    rows = {key: np.asarray(value, dtype=np.float64)[None, :] for key, value in metrics.items()}
+    replicated = indicator_replicates(rows, task=task, indicators=indicators, reference=reference)
+    return {name: float(values[0]) for name, values in replicated.items()}

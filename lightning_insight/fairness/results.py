@@ -43,6 +43,12 @@ class SliceReport:
         step: the global step (``None`` outside a Trainer).
         source: what was evaluated (``"val"``, ``"val/dataloader_idx_1"``, ``"test"``, ``"data"``).
         reference: dimension name -> reference slice name, for indicators measured to a reference.
+        bootstrap: bootstrap replicates behind the intervals (0: no intervals). With a bootstrap,
+            every metric ``m`` of ``overall`` and ``slices`` (but ``count``) and every indicator has
+            ``m_low`` and ``m_high``: the ``confidence`` percentile interval.
+        confidence: the intervals' level, with a bootstrap.
+        indicator_replicates: dimension -> indicator -> its ``bootstrap`` replicate values (what
+            ``@ci`` alert rules and multiple-testing corrections use; not part of :meth:`to_dict`).
         schema_version: version of :meth:`to_dict`'s layout.
     """
 
@@ -56,6 +62,11 @@ class SliceReport:
     step: int | None = None
     source: str = "data"
     reference: dict[str, str] = field(default_factory=dict)
+    bootstrap: int = 0
+    confidence: float | None = None
+    indicator_replicates: dict[str, dict[str, tuple[float, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +88,8 @@ class SliceReport:
             },
             "excluded": dict(self.excluded),
             "reference": dict(self.reference),
+            "bootstrap": self.bootstrap,
+            "confidence": self.confidence,
         }
 
     @classmethod
@@ -99,6 +112,8 @@ class SliceReport:
             step=data.get("step"),
             source=str(data.get("source", "data")),
             reference=dict(data.get("reference", {})),
+            bootstrap=int(data.get("bootstrap", 0)),
+            confidence=data.get("confidence"),
             schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
         )
 
@@ -276,6 +291,9 @@ class Alert:
         source: the report's source.
         slice: for a metric rule, the slice whose value crossed (``None`` for indicators).
         streak: consecutive evaluations the rule has held.
+        low: for an ``@ci`` rule, the lower end of the value's interval.
+        high: for an ``@ci`` rule, the upper end.
+        p_value: for an ``@ci`` indicator rule, the bootstrap p-value after the monitor's correction.
     """
 
     rule: str
@@ -289,6 +307,9 @@ class Alert:
     source: str = "data"
     slice: str | None = None
     streak: int = 1
+    low: float | None = None
+    high: float | None = None
+    p_value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
@@ -304,6 +325,9 @@ class Alert:
             "source": self.source,
             "slice": self.slice,
             "streak": self.streak,
+            "low": None if self.low is None else _json_number(self.low),
+            "high": None if self.high is None else _json_number(self.high),
+            "p_value": self.p_value,
         }
 
     @classmethod
@@ -321,12 +345,25 @@ class Alert:
             source=str(data.get("source", "data")),
             slice=data.get("slice"),
             streak=int(data.get("streak", 1)),
+            low=None if data.get("low") is None else float(data["low"]),
+            high=None if data.get("high") is None else float(data["high"]),
+            p_value=data.get("p_value"),
         )
 
     def message(self) -> str:
         """One line for humans."""
         where = f"{self.dimension}" + (f" ({self.slice})" if self.slice else "")
+        interval = (
+            f" [{self.low:.4g}, {self.high:.4g}]"
+            if self.low is not None and self.high is not None
+            else ""
+        )
+        if self.op == "regression":
+            return (
+                f"[{self.source} epoch {self.epoch}] alert {self.rule!r}: {self.name} of {where} fell "
+                f"by {-self.value:.4g} (more than {self.threshold:g}) while the overall {self.name} rose"
+            )
         return (
-            f"[{self.source} epoch {self.epoch}] alert {self.rule!r}: {self.name} = {self.value:.4g} on {where} "
-            f"({self.op} {self.threshold:g}, {self.streak} consecutive)"
+            f"[{self.source} epoch {self.epoch}] alert {self.rule!r}: {self.name} = {self.value:.4g}"
+            f"{interval} on {where} ({self.op} {self.threshold:g}, {self.streak} consecutive)"
         )

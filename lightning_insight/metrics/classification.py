@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from lightning_insight.metrics.bootstrap import poisson_weights
 from lightning_insight.slicing.index import (
     _CHUNK_ROWS,
     _INT_DTYPES,
@@ -395,26 +396,60 @@ class SliceCounts:
         num_classes: number of classes (``None`` for binary).
         overall: counts over every valid sample, shape ``(num_cells,)``.
         dimensions: dimension name -> (slice names, counts of shape ``(num_slices, num_cells)``).
+        overall_replicates: with a bootstrap, the Poisson-weighted counts ``(B, num_cells)``.
+        replicates: with a bootstrap, dimension name -> weighted counts ``(B, num_slices, num_cells)``.
     """
 
     task: str
     num_classes: int | None
     overall: np.ndarray
     dimensions: dict[str, tuple[list[str], np.ndarray]]
+    overall_replicates: np.ndarray | None = None
+    replicates: dict[str, np.ndarray] | None = None
 
 
 def _read_counts(
-    index: SliceIndex, flat: np.ndarray, layout: Layout, task: str, num_classes: int | None
+    index: SliceIndex,
+    flat: np.ndarray,
+    layout: Layout,
+    task: str,
+    num_classes: int | None,
+    replicates: np.ndarray | None = None,
 ) -> SliceCounts:
+    """Per-slice counts out of the flat counters, and the bootstrap's the same way.
+
+    ``replicates`` ``(num_slots + 1, B)`` become ``overall_replicates`` ``(B, num_cells)`` and
+    ``replicates[dimension]`` ``(B, S, num_cells)``.
+    """
     k = layout.num_cells
     overall = flat[0:k].copy()
     dimensions: dict[str, tuple[list[str], np.ndarray]] = {}
+    by_dimension: dict[str, np.ndarray] = {}
     for spec in index.specs:
         start = layout.offsets[spec.name] * k
+        end = start + layout.sizes[spec.name] * k
         shape = [layout.capacities[a.key] for a in spec.attributes]
-        block = flat[start : start + layout.sizes[spec.name] * k].reshape(*shape, k)
-        dimensions[spec.name] = index.slices(spec, block)
-    return SliceCounts(task=task, num_classes=num_classes, overall=overall, dimensions=dimensions)
+        block = flat[start:end].reshape(*shape, k)
+        names, positions = index.slice_positions(spec, block)
+        dimensions[spec.name] = (
+            names,
+            block[positions] if positions is not None else np.zeros((0, k), np.int64),
+        )
+        if replicates is not None:
+            count = replicates.shape[1]
+            rep_block = replicates[start:end].reshape(*shape, k, count)
+            picked = (
+                rep_block[positions] if positions is not None else np.zeros((0, k, count), np.int64)
+            )
+            by_dimension[spec.name] = np.moveaxis(picked, -1, 0)
+    return SliceCounts(
+        task=task,
+        num_classes=num_classes,
+        overall=overall,
+        dimensions=dimensions,
+        overall_replicates=None if replicates is None else replicates[0:k].T.copy(),
+        replicates=None if replicates is None else by_dimension,
+    )
 
 
 def slice_counts(
@@ -549,6 +584,11 @@ class SlicedConfusion(Metric):
         threshold: probability at or above which a binary prediction is positive.
         num_classes: number of classes (multiclass; inferred from ``(N, C)`` scores when ``None``).
         max_slices: the most distinct values one categorical attribute may take.
+        bootstrap: ``B`` Poisson bootstrap replicates counted alongside (0: none). Each sample's
+            weights come from its id (:func:`~lightning_insight.metrics.bootstrap.poisson_weights`),
+            so ``update`` needs ``sample_ids``; the replicate counts are one more ``index_add_`` of
+            an ``(N, B)`` weight matrix per batch, summed across ranks like the counts.
+        seed: seed of the bootstrap weights.
 
     Example:
         >>> from lightning_insight.slicing import parse_slice_specs
@@ -564,6 +604,7 @@ class SlicedConfusion(Metric):
     higher_is_better = None
 
     counts: torch.Tensor
+    replicates: torch.Tensor
     invalid: torch.Tensor
     ledger_ids: list[torch.Tensor]
     ledger_rows: list[torch.Tensor]
@@ -576,10 +617,18 @@ class SlicedConfusion(Metric):
         threshold: float = 0.5,
         num_classes: int | None = None,
         max_slices: int = 1000,
+        bootstrap: int = 0,
+        seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         _check_task(task)
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+            raise ValueError(
+                f"Expected argument `bootstrap` to be an int >= 0, but got {bootstrap!r}."
+            )
+        self.bootstrap = bootstrap
+        self.seed = seed
         self.task = task
         self.threshold = threshold
         self.num_classes = num_classes
@@ -588,6 +637,9 @@ class SlicedConfusion(Metric):
         self._layout: Layout | None = None
         self._checked = False
         self.add_state("counts", torch.zeros(1, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state(
+            "replicates", torch.zeros(1, max(bootstrap, 1), dtype=torch.int64), dist_reduce_fx="sum"
+        )
         self.add_state("invalid", torch.zeros(3, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("ledger_ids", [], dist_reduce_fx="cat")
         self.add_state("ledger_rows", [], dist_reduce_fx="cat")
@@ -597,15 +649,23 @@ class SlicedConfusion(Metric):
             raise RuntimeError("SlicedConfusion needs `num_classes` before counting.")
         layout = self.index.layout(num_cells(self.task, self.num_classes))
         if self._layout is None:
-            self.counts = torch.zeros(
-                layout.num_slots + 1, dtype=torch.int64, device=self.counts.device
-            )
+            self._zero(layout)
         elif layout is self._layout:
             return layout
         elif layout != self._layout:
             self.counts = self.index.relayout(self.counts, self._layout, layout)
+            if self.bootstrap:
+                self.replicates = self.index.relayout(self.replicates, self._layout, layout)
         self._layout = layout
         return layout
+
+    def _zero(self, layout: Layout) -> None:
+        device = self.counts.device
+        self.counts = torch.zeros(layout.num_slots + 1, dtype=torch.int64, device=device)
+        if self.bootstrap:
+            self.replicates = torch.zeros(
+                layout.num_slots + 1, self.bootstrap, dtype=torch.int64, device=device
+            )
 
     def update(  # type: ignore[override]
         self,
@@ -646,15 +706,30 @@ class SlicedConfusion(Metric):
         self.invalid.add_(invalid)
         codes = self.index._flat_codes(ids, cells, excluded, layout, categorical_ids_checked=True)
         self.counts.add_(_count(codes, layout.num_slots + 1))
+        if self.bootstrap and sample_ids is None:
+            raise RuntimeError(
+                "SlicedConfusion(bootstrap=...) draws each sample's replicate weights from its id, "
+                "but `update` got no `sample_ids`. HINT: put a 'sample_id' in the batch."
+            )
         if sample_ids is not None:
             sid = _to(_as_tensor(sample_ids, "sample_ids").reshape(-1), device, torch.int64)
             if sid.shape[0] != n:
                 raise ValueError(
                     f"Expected one sample id per prediction ({n}), but got {sid.shape[0]}."
                 )
+            if self.bootstrap:
+                self._add_replicates(self.replicates, codes, sid, sign=1)
             columns = [cells.masked_fill(excluded, -1)] + [ids[k] for k in self._attribute_keys]
             self.ledger_ids.append(sid)
             self.ledger_rows.append(torch.stack(columns, dim=1))
+
+    def _add_replicates(
+        self, replicates: torch.Tensor, codes: torch.Tensor, sample_ids: torch.Tensor, *, sign: int
+    ) -> None:
+        """Add (or with ``sign=-1`` take back) the samples' Poisson weights at their counters."""
+        weights = poisson_weights(sample_ids, self.bootstrap, seed=self.seed)
+        repeats = codes.shape[0] // max(sample_ids.shape[0], 1)  # overall + one per dimension
+        replicates.index_add_(0, codes, weights.repeat(repeats, 1), alpha=sign)
 
     def _align(self, gather: Gather | None) -> None:
         old = self._ensure_layout()
@@ -662,6 +737,8 @@ class SlicedConfusion(Metric):
         new = self.index.layout(old.num_cells)
         if remaps or new != old:
             self.counts = self.index.relayout(self.counts, old, new, remaps)
+            if self.bootstrap:
+                self.replicates = self.index.relayout(self.replicates, old, new, remaps)
             self._layout = new
         if remaps:
             for i, rows in enumerate(self.ledger_rows):
@@ -709,6 +786,7 @@ class SlicedConfusion(Metric):
             )
             raise ValueError(f"Expected valid predictions and targets, but got rows {details}.")
         counts = self.counts
+        replicates = self.replicates.clone() if self.bootstrap else None
         # Lists while counting; torchmetrics turns them into tensors when it syncs ("cat").
         ledger_ids: list[torch.Tensor] | torch.Tensor = self.ledger_ids
         ledger_rows: list[torch.Tensor] | torch.Tensor = self.ledger_rows
@@ -730,16 +808,23 @@ class SlicedConfusion(Metric):
                 dup_ids = {k: dup[:, j] for j, k in enumerate(self._attribute_keys, start=1)}
                 flat = self.index.bins(dup_ids, cells.clamp_min(0), cells >= 0, layout)
                 counts = counts - _count(flat, layout.num_slots + 1)
-        return _read_counts(self.index, counts.cpu().numpy(), layout, self.task, self.num_classes)
+                if replicates is not None:
+                    self._add_replicates(replicates, flat, ids[repeated], sign=-1)
+        return _read_counts(
+            self.index,
+            counts.cpu().numpy(),
+            layout,
+            self.task,
+            self.num_classes,
+            None if replicates is None else replicates.cpu().numpy(),
+        )
 
     def reset(self) -> None:
         """Zero the counts, keep the index (ids stay stable across epochs)."""
         super().reset()
         self._checked = False
         if self._layout is not None:
-            self.counts = torch.zeros(
-                self._layout.num_slots + 1, dtype=torch.int64, device=self.counts.device
-            )
+            self._zero(self._layout)
 
 
 __all__ = [

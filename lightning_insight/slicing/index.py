@@ -601,7 +601,8 @@ class SliceIndex:
         """Move counts from layout ``old`` to ``new``, renumbering ids with ``remaps``.
 
         Args:
-            counts: flat counts in layout ``old`` (with the trailing exclusion counter).
+            counts: flat counts in layout ``old`` (with the trailing exclusion counter), optionally
+                with trailing axes (e.g. ``(num_slots + 1, B)`` bootstrap replicate counts).
             old: the layout ``counts`` is in.
             new: the layout to move to (capacities may only grow).
             remaps: attribute key -> map from old ids to new ids (see :meth:`align`).
@@ -611,14 +612,15 @@ class SliceIndex:
         """
         remaps = remaps or {}
         k = old.num_cells
-        out = counts.new_zeros(new.num_slots + 1)
+        rest = tuple(counts.shape[1:])  # e.g. bootstrap replicates
+        out = counts.new_zeros((new.num_slots + 1, *rest))
         out[-1] = counts[-1]
         for name, offset in old.offsets.items():
             attributes = (
                 () if name == OVERALL else next(s for s in self.specs if s.name == name).attributes
             )
             old_shape = [old.capacities[a.key] for a in attributes]
-            block = counts[offset * k : (offset + old.sizes[name]) * k].view(*old_shape, k)
+            block = counts[offset * k : (offset + old.sizes[name]) * k].view(*old_shape, k, *rest)
             for axis, attribute in enumerate(attributes):
                 remap = remaps.get(attribute.key)
                 new_cap = new.capacities[attribute.key]
@@ -631,7 +633,7 @@ class SliceIndex:
                 shape[axis] = new_cap
                 block = block.new_zeros(shape).index_add_(axis, index, block)
             start = new.offsets[name] * k
-            out[start : start + new.sizes[name] * k] = block.reshape(-1)
+            out[start : start + new.sizes[name] * k] = block.reshape(-1, *rest)
         return out
 
     # ------------------------------------------------------------------ agreement across ranks
@@ -674,7 +676,16 @@ class SliceIndex:
         return list(self._vocabulary[key])
 
     def slices(self, spec: SliceSpec, block: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Name and counts of every reported slice of one dimension.
+        """Name and counts of every reported slice of one dimension (see :meth:`slice_positions`)."""
+        names, positions = self.slice_positions(spec, block)
+        if positions is None:
+            return names, np.zeros((0, block.shape[-1]), np.int64)
+        return names, block[positions]
+
+    def slice_positions(
+        self, spec: SliceSpec, block: np.ndarray
+    ) -> tuple[list[str], tuple[np.ndarray, ...] | None]:
+        """Names of the reported slices of one dimension, and where their counts are in ``block``.
 
         A slice of a single attribute is reported whenever its value is known (count 0 when absent this
         epoch); an intersection is reported from the first epoch it holds samples onwards.
@@ -684,7 +695,9 @@ class SliceIndex:
             block: its counts, shape ``(cap_1, ..., cap_k, num_cells)``, agreed ids.
 
         Returns:
-            Slice names and counts of shape ``(num_slices, num_cells)``.
+            Slice names and the index of their counts in ``block`` (``block[index]`` has shape
+            ``(num_slices, num_cells)``; ``None`` when there is no slice). The same index picks the
+            slices out of a block with more trailing axes (bootstrap replicates).
         """
         labels: list[list[str]] = []
         for attribute in spec.attributes:
@@ -702,8 +715,8 @@ class SliceIndex:
             combos = sorted(self._seen[spec.name])
         names = [spec.slice_name(tuple(map(list.__getitem__, labels, c))) for c in combos]
         if not combos:
-            return names, np.zeros((0, block.shape[-1]), np.int64)
-        return names, block[tuple(np.array(combos).T)]
+            return names, None
+        return names, tuple(np.array(combos).T)
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:

@@ -73,6 +73,7 @@ def main(out: str, devices: int) -> None:
         min_support=1,
         adapter=with_rare_value,
         sinks=[MemorySink()],
+        bootstrap=50,
     )
     trainer = Trainer(
         accelerator="cpu",

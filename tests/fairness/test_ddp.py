@@ -31,6 +31,11 @@ def test_two_process_ddp_counts_equal_single_process(tmp_path: Path, run_ok: Any
     assert one["dimensions"] == two["dimensions"]
     assert one["slices"] == two["slices"]
     assert one["indicators"] == two["indicators"]
+    # bootstrap intervals (weights drawn from sample ids) are identical too, duplicate dropped
+    assert one["bootstrap"] == two["bootstrap"] == 50
+    low, high = (one["slices"]["weather=foggy"][k] for k in ("accuracy_low", "accuracy_high"))
+    assert low <= one["slices"]["weather=foggy"]["accuracy"] <= high and low < high
+    assert "accuracy_difference_high" in one["indicators"]["weather"]
 
 
 @pytest.mark.slow
