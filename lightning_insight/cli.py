@@ -129,7 +129,21 @@ class InsightCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lightning-insight`` console script (exit status 0 on success)."""
+    """Entry point of the ``lightning-insight`` console script (exit status 0 on success).
+
+    ``lightning-insight board --logdir DIR [--port N]`` starts TensorBoard with InsightBoard
+    (:mod:`lightning_insight.board`); every other subcommand is LightningCLI's.
+    """
+    import sys
+
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["board"]:
+        from lightning_insight.board import main as board_main
+
+        status = board_main(argv[1:])
+        if status:
+            raise SystemExit(status)
+        return
     InsightCLI(
         args=args,  # None: LightningCLI reads sys.argv itself (and does not warn)
         save_config_kwargs={"overwrite": True},

@@ -3,6 +3,16 @@
 # lock file) and runs lint, type checks and the whole test suite (slow tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The InsightBoard browser test drives Debian's Chromium through Playwright (which cannot download a
+# browser here); installed once, only where it is missing. Without root the test is skipped instead.
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "scripts/test.sh: /usr/bin/chromium is missing (not root): the browser test will be skipped" >&2
+    fi
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet -c constraints.txt -e ".[test]"
 bash examples/yolox/install.sh   # the YOLOX example (its own package); tests/examples runs it end to end
