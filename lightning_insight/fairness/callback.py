@@ -96,7 +96,8 @@ class FairnessMonitor(SinkCallback):
           ``insight/alert/{rule}{s}`` (1 when fired, else 0), a table ``insight/slices{s}``, a markdown
           text and a JSON report ``insight/report{s}`` (read by InsightBoard).
         - through ``pl_module.log`` (``logger=False``, ``sync_dist=True``) so EarlyStopping and
-          ModelCheckpoint can monitor them: every ``insight/gap/...`` and ``insight/worst/...`` key.
+          ModelCheckpoint can monitor them: every ``insight/gap/...`` and ``insight/worst/...`` key
+          (point values; the ``_low``/``_high`` bounds of a bootstrap go to the sinks only).
 
     Example:
         >>> monitor = FairnessMonitor("binary", ["weather", "weather&timeofday"],
@@ -298,8 +299,15 @@ class FairnessMonitor(SinkCallback):
             scalars = report.scalars(self.prefix, suffix)
             self._emit(report, scalars, fired, suffix)
             headline = (f"{self.prefix}/gap/", f"{self.prefix}/worst/")
+            # point values only: the interval bounds go to the sinks, not through pl_module.log
+            bounds = (f"_low{suffix}", f"_high{suffix}")
             self.log_headline(
-                pl_module, {k: v for k, v in scalars.items() if k.startswith(headline)}
+                pl_module,
+                {
+                    k: v
+                    for k, v in scalars.items()
+                    if k.startswith(headline) and not k.endswith(bounds)
+                },
             )
             self._act(trainer, fired)
             metric.reset()

@@ -287,14 +287,23 @@ def _report(
         by = support_metric.get(dimension, "count")
         support = values[by]
         dimension_replicates = None if replicates is None else replicates.dimensions[dimension]
+        bounds = (
+            {}
+            if replicates is None or dimension_replicates is None
+            else {
+                k: percentile_interval(v, replicates.confidence)
+                for k, v in dimension_replicates.items()
+                if k != "count"
+            }
+        )
         for i, name in enumerate(names):
             slices[name] = select({k: float(v[i]) for k, v in values.items()})
-            if replicates is not None and dimension_replicates is not None:
-                slices[name] = _with_intervals(
-                    slices[name],
-                    {k: v[:, i] for k, v in dimension_replicates.items()},
-                    replicates.confidence,
-                )
+            if replicates is not None:
+                for metric in list(slices[name]):
+                    if metric in bounds:
+                        low, high = bounds[metric]
+                        slices[name][f"{metric}_low"] = float(low[i])
+                        slices[name][f"{metric}_high"] = float(high[i])
             if support[i] < min_support:
                 unit = "objects" if by == "objects" else "count"
                 excluded[name] = f"{unit} {int(support[i])} < min_support {min_support}"

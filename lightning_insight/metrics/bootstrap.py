@@ -20,10 +20,15 @@ import torch
 __all__ = ["percentile_interval", "poisson_weights"]
 
 _MASK32 = 0xFFFFFFFF
-#: Upper bounds of ``Poisson(1)``'s CDF at 0..11 (the rest of the mass, < 1e-9, is weight 12).
+#: ``Poisson(1)``'s CDF at 0..7 in units of 2**-16: a 16-bit draw ``u`` gets the weight
+#: ``#{k: u >= CDF[k]}`` (each probability within 2**-17 of Poisson(1)'s; the mass above 7, 1e-5, is
+#: weight 8).
 _POISSON_CDF = torch.tensor(
-    [math.exp(-1) * sum(1 / math.factorial(j) for j in range(k + 1)) for k in range(12)],
-    dtype=torch.float64,
+    [
+        round(2**16 * math.exp(-1) * sum(1 / math.factorial(j) for j in range(k + 1)))
+        for k in range(8)
+    ],
+    dtype=torch.int64,
 )
 _GOLDEN = 0x9E3779B9
 
@@ -42,6 +47,16 @@ def _mix32(values: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
+def _mix32_int(value: int) -> int:
+    """:func:`_mix32` of one Python int."""
+    h = value & _MASK32
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _MASK32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _MASK32
+    return h ^ (h >> 16)
+
+
 def poisson_weights(sample_ids: torch.Tensor, replicates: int, *, seed: int = 0) -> torch.Tensor:
     """``Poisson(1)`` weights, one row per sample and one column per replicate, from the sample ids.
 
@@ -51,21 +66,23 @@ def poisson_weights(sample_ids: torch.Tensor, replicates: int, *, seed: int = 0)
         seed: Seed of the whole bootstrap: another seed, other weights.
 
     Returns:
-        An int64 tensor ``(N, B)`` on the ids' device; the same id always gets the same row.
+        An int32 tensor ``(N, B)`` on the ids' device; the same id always gets the same row.
 
     Example:
         >>> w = poisson_weights(torch.tensor([3, 7, 3]), 5)
         >>> w.shape, bool((w[0] == w[2]).all()), w.dtype
-        (torch.Size([3, 5]), True, torch.int64)
+        (torch.Size([3, 5]), True, torch.int32)
     """
     ids = sample_ids.reshape(-1).to(torch.int64)
-    seed_key = _mix32(torch.tensor(seed * _GOLDEN + 0x632BE5AB, dtype=torch.int64))
-    low = _mix32((ids & _MASK32) ^ seed_key.to(ids.device))
-    key = _mix32(low ^ ((ids >> 32) & _MASK32) * 0x27D4EB2F)
-    columns = torch.arange(replicates, dtype=torch.int64, device=ids.device) * _GOLDEN
+    seed_key = _mix32_int((seed * _GOLDEN + 0x632BE5AB) & _MASK32)
+    # the high 32 bits folded into the low ones, then one mix: a key per sample
+    key = _mix32((ids ^ ((ids >> 32) * 0x27D4EB2F)) ^ seed_key)
+    # one 32-bit hash gives two replicates' 16-bit draws
+    pairs = (replicates + 1) // 2
+    columns = torch.arange(pairs, dtype=torch.int64, device=ids.device) * _GOLDEN
     bits = _mix32(key[:, None] + columns[None, :])
-    uniform = (bits.to(torch.float64) + 0.5) / 2.0**32
-    return torch.bucketize(uniform, _POISSON_CDF.to(ids.device), right=True)
+    draws = torch.cat([bits & 0xFFFF, bits >> 16], dim=1)[:, :replicates]
+    return torch.bucketize(draws, _POISSON_CDF.to(ids.device), right=True, out_int32=True)
 
 
 def percentile_interval(
@@ -82,6 +99,9 @@ def percentile_interval(
     """
     values = np.asarray(replicates, dtype=np.float64)
     tail = (1.0 - confidence) / 2.0 * 100.0
+    if not np.isnan(values).any():  # the common case, and much faster than nanpercentile
+        low, high = np.percentile(values, [tail, 100.0 - tail], axis=axis)
+        return low, high
     with warnings.catch_warnings():  # an all-NaN position warns and gives NaN, as wanted
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanpercentile(values, [tail, 100.0 - tail], axis=axis)

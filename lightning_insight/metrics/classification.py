@@ -638,7 +638,7 @@ class SlicedConfusion(Metric):
         self._checked = False
         self.add_state("counts", torch.zeros(1, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state(
-            "replicates", torch.zeros(1, max(bootstrap, 1), dtype=torch.int64), dist_reduce_fx="sum"
+            "replicates", torch.zeros(1, max(bootstrap, 1), dtype=torch.int32), dist_reduce_fx="sum"
         )
         self.add_state("invalid", torch.zeros(3, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("ledger_ids", [], dist_reduce_fx="cat")
@@ -663,8 +663,9 @@ class SlicedConfusion(Metric):
         device = self.counts.device
         self.counts = torch.zeros(layout.num_slots + 1, dtype=torch.int64, device=device)
         if self.bootstrap:
+            # int32: a replicate count is at most 8 x the samples, exact up to 2.6e8 samples
             self.replicates = torch.zeros(
-                layout.num_slots + 1, self.bootstrap, dtype=torch.int64, device=device
+                layout.num_slots + 1, self.bootstrap, dtype=torch.int32, device=device
             )
 
     def update(  # type: ignore[override]
@@ -727,7 +728,8 @@ class SlicedConfusion(Metric):
         self, replicates: torch.Tensor, codes: torch.Tensor, sample_ids: torch.Tensor, *, sign: int
     ) -> None:
         """Add (or with ``sign=-1`` take back) the samples' Poisson weights at their counters."""
-        weights = poisson_weights(sample_ids, self.bootstrap, seed=self.seed)
+        # the DDP sum of int32 states comes back as int64 (torch.sum promotes)
+        weights = poisson_weights(sample_ids, self.bootstrap, seed=self.seed).to(replicates.dtype)
         repeats = codes.shape[0] // max(sample_ids.shape[0], 1)  # overall + one per dimension
         replicates.index_add_(0, codes, weights.repeat(repeats, 1), alpha=sign)
 

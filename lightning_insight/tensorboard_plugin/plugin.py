@@ -87,7 +87,7 @@ class Report:
         step: The summary's step.
         wall_time: The summary's wall time.
         epoch: The report's ``epoch`` (``None`` when it has none).
-        source: The report's ``source`` (``val``, ``test``, ...; ``""`` when it has none).
+        source: The report's ``source`` (``val``, ``test``, ...; ``""`` when it has none or null).
         payload: The decoded JSON.
     """
 
@@ -226,6 +226,8 @@ class InsightBoardPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
                     run=_text(r, "run"),
                     series=_series_list(r),
                     lag=_integer(r, "lag", 0),
+                    start=_optional_integer(r, "start"),
+                    end=_optional_integer(r, "end"),
                 )
             ),
             "/scatter": self._route(
@@ -236,6 +238,8 @@ class InsightBoardPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
                     x=_text(r, "x"),
                     y=_text(r, "y"),
                     lag=_integer(r, "lag", 0),
+                    start=_optional_integer(r, "start"),
+                    end=_optional_integer(r, "end"),
                 )
             ),
             "/report": self._route(
@@ -377,7 +381,7 @@ class InsightBoardPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
                     step=int(datum.step),
                     wall_time=float(datum.wall_time),
                     epoch=int(epoch) if isinstance(epoch, int | float) else None,
-                    source=str(payload.get("source", "")),
+                    source=str(payload.get("source") or ""),
                     payload=payload,
                 )
             )
@@ -479,14 +483,36 @@ class InsightBoardPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ *_impl: one per route
     def runs_impl(self, ctx: Any, experiment: str) -> dict[str, Any]:
-        """Every run with its epochs, fairness sources and which report kinds it has."""
+        """Every run with its epochs, fairness sources, report kinds and the epochs of each report.
+
+        ``report_epochs[kind][source]`` lists (sorted) the epochs at which ``run`` has a report of
+        that kind from that source: the epochs at which the ``report`` route answers for
+        ``kind``/``source``, and, for ``fairness``, ``slice_table`` for ``source``. Reports without
+        a ``source`` are listed under ``""``.
+        """
         runs = []
         for run in self._run_names(ctx, experiment):
             reports = self._reports(ctx, experiment, run)
             _, epochs = self._epoch_axis(ctx, experiment, run, reports)
             kinds = {kind: any(r.kind == kind for r in reports) for kind in KINDS}
             sources = sorted({r.source for r in reports if r.kind == "fairness"})
-            runs.append({"run": run, "epochs": epochs, "sources": sources, "kinds": kinds})
+            found: dict[str, dict[str, set[int]]] = {kind: {} for kind in KINDS}
+            for report in reports:
+                if report.epoch is not None:
+                    found[report.kind].setdefault(report.source, set()).add(report.epoch)
+            report_epochs = {
+                kind: {source: sorted(found[kind][source]) for source in sorted(found[kind])}
+                for kind in KINDS
+            }
+            runs.append(
+                {
+                    "run": run,
+                    "epochs": epochs,
+                    "sources": sources,
+                    "kinds": kinds,
+                    "report_epochs": report_epochs,
+                }
+            )
         return {"runs": runs}
 
     def scalars_impl(self, ctx: Any, experiment: str, *, run: str) -> dict[str, Any]:
@@ -655,29 +681,64 @@ class InsightBoardPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
         }
 
     def _series_rows(
-        self, ctx: Any, experiment: str, run: str, tags: list[str]
+        self,
+        ctx: Any,
+        experiment: str,
+        run: str,
+        tags: list[str],
+        *,
+        lag: int,
+        start: int | None,
+        end: int | None,
     ) -> tuple[list[int], np.ndarray]:
+        """The run's epochs in ``[start, end]`` and the tags' values at them (after the checks)."""
+        if start is not None and end is not None and start > end:
+            raise BadParameterError(
+                f"Expected `start` <= `end` (an inclusive epoch range), but got {start} > {end}."
+            )
         self._check_run(ctx, experiment, run)
         table = self._scalar_table(ctx, experiment, run)
         index = {tag: i for i, tag in enumerate(table.tags)}
         missing = [tag for tag in tags if tag not in index]
         if missing:
             raise UnknownError(f"Run {run!r} has no scalar {missing[0]!r}.")
-        return table.epochs, table.values[[index[tag] for tag in tags]]
+        # The lag is bounded by the run's epochs, not the range's: a range too short for the lag
+        # has no pairs (null cells), like any other series with too few values.
+        if abs(lag) >= max(len(table.epochs), 1):
+            raise BadParameterError(
+                f"Expected `lag` with |lag| < {len(table.epochs)} (the run's epochs), but got {lag}."
+            )
+        columns = [
+            i
+            for i, epoch in enumerate(table.epochs)
+            if (start is None or epoch >= start) and (end is None or epoch <= end)
+        ]
+        rows = table.values[[index[tag] for tag in tags]][:, columns]
+        return [table.epochs[i] for i in columns], rows
 
     def correlation_impl(
-        self, ctx: Any, experiment: str, *, run: str, series: list[str], lag: int = 0
+        self,
+        ctx: Any,
+        experiment: str,
+        *,
+        run: str,
+        series: list[str],
+        lag: int = 0,
+        start: int | None = None,
+        end: int | None = None,
     ) -> dict[str, Any]:
-        """Pearson and Spearman correlations across epochs between scalar series, with a lag."""
+        """Pearson and Spearman correlations across epochs between scalar series, with a lag.
+
+        Only values at epochs in ``[start, end]`` (inclusive; either end open when ``None``) take
+        part: a pair ``(e, e + lag)`` counts when both epochs lie in the range.
+        """
         if len(series) < 2:
             raise BadParameterError(
-                f"Expected at least 2 series (comma-separated scalar tags), but got {len(series)}."
+                f"Expected at least 2 series (scalar tags), but got {len(series)}."
             )
-        epochs, rows = self._series_rows(ctx, experiment, run, series)
-        if abs(lag) >= max(len(epochs), 1):
-            raise BadParameterError(
-                f"Expected `lag` with |lag| < {len(epochs)} (the run's epochs), but got {lag}."
-            )
+        epochs, rows = self._series_rows(
+            ctx, experiment, run, series, lag=lag, start=start, end=end
+        )
         first, second = lagged_pairs(epochs, lag)
         size = len(series)
         pearson: list[list[float | None]] = [[None] * size for _ in range(size)]
@@ -691,6 +752,8 @@ class InsightBoardPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
             "run": run,
             "series": series,
             "lag": lag,
+            "start": start,
+            "end": end,
             "epochs": [epochs[i] for i in first.tolist()],
             "pearson": pearson,
             "spearman": spearman,
@@ -698,21 +761,39 @@ class InsightBoardPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
         }
 
     def scatter_impl(
-        self, ctx: Any, experiment: str, *, run: str, x: str, y: str, lag: int = 0
+        self,
+        ctx: Any,
+        experiment: str,
+        *,
+        run: str,
+        x: str,
+        y: str,
+        lag: int = 0,
+        start: int | None = None,
+        end: int | None = None,
     ) -> dict[str, Any]:
-        """The points ``(x at epoch e, y at epoch e + lag)`` where both are finite."""
-        epochs, rows = self._series_rows(ctx, experiment, run, [x, y])
-        if abs(lag) >= max(len(epochs), 1):
-            raise BadParameterError(
-                f"Expected `lag` with |lag| < {len(epochs)} (the run's epochs), but got {lag}."
-            )
+        """The points ``(x at epoch e, y at epoch e + lag)`` where both are finite.
+
+        With ``start``/``end``, only the points whose ``e`` and ``e + lag`` both lie in the range.
+        """
+        epochs, rows = self._series_rows(
+            ctx, experiment, run, [x, y], lag=lag, start=start, end=end
+        )
         first, second = lagged_pairs(epochs, lag)
         points = [
             {"epoch": epochs[i], "x": float(rows[0][i]), "y": float(rows[1][j])}
             for i, j in zip(first.tolist(), second.tolist(), strict=True)
             if np.isfinite(rows[0][i]) and np.isfinite(rows[1][j])
         ]
-        return {"run": run, "x": x, "y": y, "lag": lag, "points": points}
+        return {
+            "run": run,
+            "x": x,
+            "y": y,
+            "lag": lag,
+            "start": start,
+            "end": end,
+            "points": points,
+        }
 
     def report_impl(
         self,
@@ -858,9 +939,21 @@ def _integer(request: wrappers.Request, name: str, default: int | None = None) -
         ) from None
 
 
+def _optional_integer(request: wrappers.Request, name: str) -> int | None:
+    if request.args.get(name) in (None, ""):
+        return None
+    return _integer(request, name)
+
+
 def _series_list(request: wrappers.Request) -> list[str]:
-    names = [n for raw in request.args.getlist("series") for n in raw.split(",") if n]
-    return list(dict.fromkeys(names))
+    """The ``series`` tags: one comma-separated value, or repeated values taken literally.
+
+    Repeated parameters let a tag hold a comma (``series=loss,ema&series=lr``); a single value is
+    split on commas. Duplicates and empty names are dropped, the order kept.
+    """
+    raw = request.args.getlist("series")
+    names = raw[0].split(",") if len(raw) == 1 else raw
+    return list(dict.fromkeys(name for name in names if name))
 
 
 def _count(cell: Mapping[str, Any] | None) -> int | None:

@@ -4,8 +4,8 @@ Runs (what each exercises):
 
 - ``baseline``: Lightning-style ``epoch``/``train_loss``/``lr`` scalars logged twice per epoch, a
   FairnessMonitor-style report per epoch (``val``) built by ``slice_metrics`` with an excluded slice
-  and alert rules, a ``test`` report at the last epoch, and discovery, comparison and failure-mode
-  reports with images.
+  and alert rules, a ``test`` report at the last epoch, discovery, comparison and failure-mode
+  reports with images, and a scalar whose tag holds a comma (``loss,ema``).
 - ``with_mitigation/version_0``: a nested run name, fairness reports only.
 - ``no_epoch_scalar``: no ``epoch`` scalar: steps map to epochs through the reports.
 """
@@ -32,6 +32,7 @@ class WrittenRun:
     name: str
     train_loss: dict[int, float]  # epoch -> last value written in the epoch
     lr: dict[int, float]
+    loss_ema: dict[int, float]  # the ``loss,ema`` scalar (``extras`` runs only)
     reports: dict[int, Any]  # epoch -> SliceReport (val)
     alerts: dict[int, list[Any]]  # epoch -> fired Alert objects
     test_report: Any = None
@@ -97,10 +98,11 @@ def _write_run(root: Path, name: str, seed: int, *, epoch_scalar: bool, extras: 
     from lightning_insight.sinks import TensorBoardSink
 
     rng = np.random.default_rng(seed)
+    ema_rng = np.random.default_rng(seed + 100)  # leaves the other values as they were
     sink = TensorBoardSink(root / name)
     rules = [parse_alert_rule(text) for text in RULES]
     tracker = AlertTracker(rules)
-    written = WrittenRun(name=name, train_loss={}, lr={}, reports={}, alerts={})
+    written = WrittenRun(name=name, train_loss={}, lr={}, loss_ema={}, reports={}, alerts={})
     for epoch in range(EPOCHS):
         for offset in (4, 9):  # two training logs per epoch, the second is the epoch's value
             step = epoch * STEPS_PER_EPOCH + offset
@@ -108,6 +110,8 @@ def _write_run(root: Path, name: str, seed: int, *, epoch_scalar: bool, extras: 
             values = {"train_loss": loss, "lr": lr}
             if epoch_scalar:
                 values["epoch"] = float(epoch)
+            if extras:
+                values["loss,ema"] = written.loss_ema[epoch] = float(ema_rng.random())
             sink.scalars(values, step=step)
             written.train_loss[epoch], written.lr[epoch] = loss, lr
         global_step = (epoch + 1) * STEPS_PER_EPOCH

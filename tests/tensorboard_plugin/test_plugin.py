@@ -10,11 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats
 from tensorboard import context
+from werkzeug import wrappers
 
-from lightning_insight.tensorboard_plugin.plugin import BadParameterError, UnknownError
+from lightning_insight.tensorboard_plugin.plugin import (
+    BadParameterError,
+    UnknownError,
+    _series_list,
+)
 
 CTX = context.RequestContext()
+EPOCHS_IN_FIXTURE = 5
 
 
 def _close(a: float | None, b: float, tol: float = 1e-6) -> bool:
@@ -32,6 +39,30 @@ def test_runs_sorted_with_epochs_sources_and_kinds(plugin: Any) -> None:
     }  # fmt: skip
     assert runs[2]["kinds"]["discovery"] is False
     assert runs[1]["epochs"] == [0, 1, 2, 3, 4]  # from the reports alone
+
+
+def test_runs_report_epochs_per_kind_and_source(plugin: Any, insight_logs: Any) -> None:
+    written = insight_logs[1]["baseline"]
+    runs = {r["run"]: r for r in plugin.runs_impl(CTX, "")["runs"]}
+    assert runs["baseline"]["report_epochs"] == {
+        "fairness": {"test": [4], "val": [0, 1, 2, 3, 4]},
+        "discovery": {"val": sorted(written.report_steps["discovery"])},
+        # the fixture's comparison and failure-mode reports carry no source
+        "comparison": {"": sorted(written.report_steps["comparison"])},
+        "failure_modes": {"": sorted(written.report_steps["failure_modes"])},
+    }
+    assert runs["with_mitigation/version_0"]["report_epochs"] == {
+        "fairness": {"val": [0, 1, 2, 3, 4]}, "discovery": {}, "comparison": {}, "failure_modes": {}
+    }  # fmt: skip
+    # the report route answers at exactly those epochs
+    for kind, by_source in runs["baseline"]["report_epochs"].items():
+        listed = {epoch for epochs in by_source.values() for epoch in epochs}
+        for epoch in range(EPOCHS_IN_FIXTURE):
+            if epoch in listed:
+                assert plugin.report_impl(CTX, "", run="baseline", kind=kind, epoch=epoch)
+            else:
+                with pytest.raises(UnknownError, match=f"no {kind} report at epoch {epoch}"):
+                    plugin.report_impl(CTX, "", run="baseline", kind=kind, epoch=epoch)
 
 
 @pytest.mark.parametrize("run", ["baseline", "no_epoch_scalar"])
@@ -190,10 +221,9 @@ def _expected_correlations(frame: pd.DataFrame, lag: int) -> tuple[Any, Any, Any
     return pearson, spearman, counts
 
 
-@pytest.mark.parametrize("lag", [0, 1, -2])
-def test_correlation_matches_pandas(plugin: Any, insight_logs: Any, lag: int) -> None:
-    written = insight_logs[1]["baseline"]
-    frame = pd.DataFrame(
+def _baseline_frame(written: Any) -> pd.DataFrame:
+    """Per-epoch values of four baseline series as written (float32, like the event file)."""
+    return pd.DataFrame(
         {
             "train_loss": pd.Series(written.train_loss, dtype="float32").astype(float),
             "lr": pd.Series(written.lr, dtype="float32").astype(float),
@@ -212,15 +242,13 @@ def test_correlation_matches_pandas(plugin: Any, insight_logs: Any, lag: int) ->
             ).astype(float),
         }
     )
-    answer = plugin.correlation_impl(CTX, "", run="baseline", series=list(frame.columns), lag=lag)
-    pearson, spearman, counts = _expected_correlations(frame, lag)
-    assert answer["series"] == list(frame.columns)
-    assert answer["lag"] == lag
-    assert answer["n"] == counts.tolist()
-    assert answer["epochs"] == [e for e in range(5) if 0 <= e + lag < 5]
+
+
+def _assert_matrices(answer: dict[str, Any], pearson: Any, spearman: Any) -> None:
+    size = len(answer["series"])
     for got, expected in ((answer["pearson"], pearson), (answer["spearman"], spearman)):
-        for i in range(len(frame.columns)):
-            for j in range(len(frame.columns)):
+        for i in range(size):
+            for j in range(size):
                 if math.isnan(expected[i, j]):
                     assert got[i][j] is None
                 else:
@@ -230,7 +258,68 @@ def test_correlation_matches_pandas(plugin: Any, insight_logs: Any, lag: int) ->
                         got[i][j],
                         expected[i, j],
                     )
+
+
+@pytest.mark.parametrize("lag", [0, 1, -2])
+def test_correlation_matches_pandas(plugin: Any, insight_logs: Any, lag: int) -> None:
+    frame = _baseline_frame(insight_logs[1]["baseline"])
+    answer = plugin.correlation_impl(CTX, "", run="baseline", series=list(frame.columns), lag=lag)
+    pearson, spearman, counts = _expected_correlations(frame, lag)
+    assert answer["series"] == list(frame.columns)
+    assert (answer["lag"], answer["start"], answer["end"]) == (lag, None, None)
+    assert answer["n"] == counts.tolist()
+    assert answer["epochs"] == [e for e in range(5) if 0 <= e + lag < 5]
+    _assert_matrices(answer, pearson, spearman)
     assert lag != 0 or all(_close(answer["pearson"][i][i], 1.0) for i in range(4))
+
+
+@pytest.mark.parametrize(
+    ("lag", "start", "end"),
+    [(0, 1, 4), (0, 0, 3), (1, 0, 4), (-1, 1, None), (0, None, 3), (0, 1, 2), (2, 1, 3)],
+)
+def test_correlation_over_an_epoch_range(
+    plugin: Any, insight_logs: Any, lag: int, start: int | None, end: int | None
+) -> None:
+    """Only epochs in [start, end] take part; oracle: pandas and scipy on the restricted series."""
+    frame = _baseline_frame(insight_logs[1]["baseline"])
+    lo, hi = 0 if start is None else start, 4 if end is None else end
+    restricted = frame.loc[lo:hi]
+    answer = plugin.correlation_impl(
+        CTX, "", run="baseline", series=list(frame.columns), lag=lag, start=start, end=end
+    )
+    pearson, spearman, counts = _expected_correlations(restricted, lag)
+    assert (answer["start"], answer["end"]) == (start, end)
+    assert answer["epochs"] == [e for e in range(lo, hi + 1) if lo <= e + lag <= hi]
+    assert answer["n"] == counts.tolist()
+    _assert_matrices(answer, pearson, spearman)
+    # scipy on the pairs themselves, for one off-diagonal cell
+    xs = [restricted["train_loss"][e] for e in answer["epochs"]]
+    ys = [restricted["lr"][e + lag] for e in answer["epochs"]]
+    if len(xs) >= 3:
+        assert _close(answer["pearson"][0][1], stats.pearsonr(xs, ys).statistic, 1e-5)
+        assert _close(answer["spearman"][0][1], stats.spearmanr(xs, ys).statistic, 1e-5)
+    else:
+        assert answer["pearson"][0][1] is None and answer["spearman"][0][1] is None
+    # a range differs from the full run: the restriction is not a no-op
+    if (start, end) == (1, 4) and lag == 0:
+        full = plugin.correlation_impl(CTX, "", run="baseline", series=list(frame.columns))
+        assert full["pearson"][0][1] != answer["pearson"][0][1]
+
+
+def test_correlation_range_checks(plugin: Any) -> None:
+    with pytest.raises(BadParameterError, match=r"`start` <= `end`.*got 3 > 1"):
+        plugin.correlation_impl(
+            CTX, "", run="baseline", series=["lr", "train_loss"], start=3, end=1
+        )
+    with pytest.raises(BadParameterError, match=r"`start` <= `end`"):
+        plugin.scatter_impl(CTX, "", run="baseline", x="lr", y="train_loss", start=2, end=0)
+    # a range outside the run, or shorter than the lag: no pairs, not an error
+    answer = plugin.correlation_impl(
+        CTX, "", run="baseline", series=["lr", "train_loss"], lag=3, start=0, end=2
+    )
+    assert answer["n"] == [[0, 0], [0, 0]] and answer["epochs"] == []
+    answer = plugin.scatter_impl(CTX, "", run="baseline", x="lr", y="train_loss", start=7, end=9)
+    assert answer["points"] == []
 
 
 def test_correlation_null_below_three_points_and_bad_parameters(plugin: Any) -> None:
@@ -255,6 +344,46 @@ def test_scatter_points_follow_the_lag(plugin: Any, insight_logs: Any) -> None:
         assert _close(point["y"], written.train_loss[point["epoch"] + 1])
     with pytest.raises(BadParameterError, match="lag"):
         plugin.scatter_impl(CTX, "", run="baseline", x="lr", y="train_loss", lag=-5)
+
+
+@pytest.mark.parametrize(("lag", "start", "end"), [(0, 1, 3), (1, 1, 3), (-1, 2, None)])
+def test_scatter_over_an_epoch_range(
+    plugin: Any, insight_logs: Any, lag: int, start: int, end: int | None
+) -> None:
+    written = insight_logs[1]["baseline"]
+    hi = 4 if end is None else end
+    answer = plugin.scatter_impl(
+        CTX, "", run="baseline", x="lr", y="train_loss", lag=lag, start=start, end=end
+    )
+    assert (answer["start"], answer["end"]) == (start, end)
+    assert [p["epoch"] for p in answer["points"]] == [
+        e for e in range(start, hi + 1) if start <= e + lag <= hi
+    ]
+    for point in answer["points"]:
+        assert _close(point["x"], written.lr[point["epoch"]])
+        assert _close(point["y"], written.train_loss[point["epoch"] + lag])
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("series=a,b,,a", ["a", "b"]),
+        ("series=a&series=b", ["a", "b"]),
+        ("series=loss,ema&series=lr", ["loss,ema", "lr"]),
+        ("series=a&series=&series=a", ["a"]),
+        ("", []),
+    ],
+)
+def test_series_parameter_single_list_or_repeated(query: str, expected: list[str]) -> None:
+    assert _series_list(wrappers.Request.from_values(query_string=query)) == expected
+
+
+def test_correlation_of_a_tag_with_a_comma(plugin: Any, insight_logs: Any) -> None:
+    written = insight_logs[1]["baseline"]
+    answer = plugin.correlation_impl(CTX, "", run="baseline", series=["loss,ema", "train_loss"])
+    xs = np.array([written.loss_ema[e] for e in range(5)], dtype=np.float32).astype(float)
+    ys = np.array([written.train_loss[e] for e in range(5)], dtype=np.float32).astype(float)
+    assert _close(answer["pearson"][0][1], stats.pearsonr(xs, ys).statistic, 1e-5)
 
 
 @pytest.mark.parametrize(

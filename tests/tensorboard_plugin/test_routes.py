@@ -15,7 +15,7 @@ BASE = "/data/plugin/lightning_insight/"
 
 
 def _get(client: Any, route: str, **params: Any) -> Any:
-    query = urlencode(params)
+    query = urlencode(params, doseq=True)  # a list value repeats the parameter
     return client.get(BASE + route + (f"?{query}" if query else ""))
 
 
@@ -34,7 +34,10 @@ GOOD = [
     ("slice_table", {"run": "with_mitigation/version_0", "epoch": 1}),
     ("fairness", {"run": "baseline"}),
     ("correlation", {"run": "baseline", "series": "train_loss,lr,val_loss", "lag": -1}),
+    ("correlation", {"run": "baseline", "series": "train_loss,lr", "start": 1, "end": 3}),
+    ("correlation", {"run": "baseline", "series": "train_loss,lr", "start": 2}),
     ("scatter", {"run": "baseline", "x": "lr", "y": "train_loss"}),
+    ("scatter", {"run": "baseline", "x": "lr", "y": "train_loss", "lag": 1, "end": 3}),
     ("report", {"run": "baseline", "kind": "comparison", "epoch": 3}),
 ]
 
@@ -51,6 +54,25 @@ def test_every_route_answers_json(client: Any, route: str, params: dict[str, Any
 def test_correlation_accepts_repeated_series(client: Any) -> None:
     answer = _json(client.get(BASE + "correlation?run=baseline&series=lr&series=train_loss"))
     assert answer["series"] == ["lr", "train_loss"]
+    # repeated values are taken literally: a tag may hold a comma
+    answer = _json(_get(client, "correlation", run="baseline", series=["loss,ema", "lr"]))
+    assert answer["series"] == ["loss,ema", "lr"]
+    assert answer["n"] == [[5, 5], [5, 5]]
+    # a single value is a comma-separated list, so it cannot name that tag
+    assert _json(_get(client, "correlation", run="baseline", series="loss,ema"), 404)["error"]
+
+
+def test_correlation_and_scatter_restrict_to_start_end(client: Any) -> None:
+    params = {"run": "baseline", "series": ["train_loss", "lr"]}
+    full = _json(_get(client, "correlation", **params, lag=1))
+    ranged = _json(_get(client, "correlation", **params, lag=1, start=1, end=3))
+    assert (full["start"], full["end"]) == (None, None)
+    assert (ranged["start"], ranged["end"]) == (1, 3)
+    assert full["epochs"] == [0, 1, 2, 3] and ranged["epochs"] == [1, 2]
+    assert ranged["n"] == [[2, 2], [2, 2]]
+    scatter = _json(_get(client, "scatter", run="baseline", x="lr", y="train_loss", start=3))
+    assert [p["epoch"] for p in scatter["points"]] == [3, 4]
+    assert (scatter["start"], scatter["end"]) == (3, None)
 
 
 NOT_FOUND = [
@@ -88,6 +110,12 @@ BAD = [
     ("correlation", {"run": "baseline", "series": "lr,train_loss", "lag": 5}),
     ("scatter", {"run": "baseline", "x": "lr", "y": "train_loss", "lag": -7}),
     ("scatter", {"run": "baseline", "x": "lr"}),
+    ("correlation", {"run": "baseline", "series": "lr,train_loss", "start": "a"}),
+    ("correlation", {"run": "baseline", "series": "lr,train_loss", "end": "1.5"}),
+    ("correlation", {"run": "baseline", "series": "lr,train_loss", "start": 3, "end": 2}),
+    ("scatter", {"run": "baseline", "x": "lr", "y": "train_loss", "start": "first"}),
+    ("scatter", {"run": "baseline", "x": "lr", "y": "train_loss", "end": "2e0"}),
+    ("scatter", {"run": "baseline", "x": "lr", "y": "train_loss", "start": 4, "end": 0}),
     ("report", {"run": "baseline", "kind": "discovery"}),
     ("image", {"run": "baseline", "tag": "insight/failure_modes/mode_0", "step": "last"}),
     ("image", {"run": "baseline", "tag": "insight/failure_modes/mode_0", "step": 50, "index": "a"}),

@@ -11,10 +11,13 @@ export class ApiError extends Error {
 
 const cache = new Map();
 
+/** A route's URL; an array value repeats its parameter (series=a&series=b: tags may hold commas). */
 export function url(route, params = {}) {
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) {
-    if (value !== undefined && value !== null) query.set(key, String(value));
+    for (const item of Array.isArray(value) ? value : [value]) {
+      if (item !== undefined && item !== null) query.append(key, String(item));
+    }
   }
   const text = query.toString();
   return text ? `./${route}?${text}` : `./${route}`;

@@ -59,6 +59,15 @@ const ctx = {
   runInfo(run) {
     return state.runs.find((item) => item.run === run);
   },
+  /** Epochs with a `kind` report in `run` (the `runs` route's report_epochs), of one source or any. */
+  reportEpochs(run, kind, source) {
+    const bySource = ((ctx.runInfo(run) || {}).report_epochs || {})[kind] || {};
+    return source === undefined ? [...new Set(Object.values(bySource).flat())] : bySource[source] || [];
+  },
+  /** Whether `run` has a fairness report (hence a slice table) of the selected source at `epoch`. */
+  hasSliceTable(run, epoch) {
+    return ctx.reportEpochs(run, "fairness", state.source).includes(epoch);
+  },
   runColor(run) {
     return color(state.runs.findIndex((item) => item.run === run));
   },
@@ -224,7 +233,7 @@ function fillSelect(select, values, chosen, labels) {
 
 function chooseDefaultSeries() {
   const scalars = data.scalars.get(state.correlationRun);
-  const tags = scalars ? Object.keys(scalars.series).filter((tag) => !tag.includes(",")) : [];
+  const tags = scalars ? Object.keys(scalars.series) : [];
   const kept = state.correlationSeries.filter((tag) => tags.includes(tag));
   state.correlationSeries = kept.length >= 2 ? kept : defaultSeries(tags);
 }
@@ -281,7 +290,9 @@ function setRange(range) {
 /** Dimensions and metrics of the selected runs, from their slice tables at the selected epoch. */
 async function loadSliceChoices() {
   const answers = await Promise.all(
-    state.selected.map((run) => getOptional("slice_table", { run, epoch: state.epoch, source: state.source }).catch(() => null)),
+    state.selected.map((run) =>
+      ctx.hasSliceTable(run, state.epoch) ? getOptional("slice_table", { run, epoch: state.epoch, source: state.source }).catch(() => null) : null,
+    ),
   );
   const dimensions = [];
   const metrics = [];
@@ -318,7 +329,7 @@ async function reload() {
     await Promise.all(
       chosen.flatMap((item) => [
         getJSON("scalars", { run: item.run }).then((answer) => data.scalars.set(item.run, answer)),
-        item.kinds && item.kinds.fairness
+        ctx.reportEpochs(item.run, "fairness", state.source).length
           ? getOptional("fairness", { run: item.run, source: state.source }).then((answer) => data.fairness.set(item.run, answer))
           : Promise.resolve(data.fairness.delete(item.run)),
       ]),

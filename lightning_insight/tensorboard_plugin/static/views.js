@@ -4,7 +4,6 @@
 import { getJSON, getOptional, safeImageUrl } from "./api.js";
 import { brushStrip, correlationMatrix, lineChart, scatterPlot } from "./charts.js";
 import { clear, color, fmt, fmtSigned, h } from "./dom.js";
-import { correlationMatrix as localCorrelation, laggedPairs } from "./stats.js";
 
 // By default the dynamics view plots the run's own scalars (loss, learning rate, metrics) and the
 // headline insight scalars; per-slice, gap, cluster and report tags have their own views below, and
@@ -29,6 +28,12 @@ function message(container, text) {
 
 // ---------------------------------------------------------------- dynamics
 
+/** The metric whose bootstrap interval `tag` bounds (`x_low`, `x_high` -> `x`), when `x` is logged. */
+function bandBase(tag, tags) {
+  const match = /^(.+)_(low|high)$/.exec(tag);
+  return match && tags.has(match[1]) ? match[1] : null;
+}
+
 export function renderDynamics(ctx) {
   const grid = clear(document.getElementById("dynamics-charts"));
   const filter = ctx.state.dynamicsFilter.trim().toLowerCase();
@@ -38,23 +43,40 @@ export function renderDynamics(ctx) {
     if (scalars) Object.keys(scalars.series).forEach((tag) => tags.add(tag));
   }
   const all = [...tags];
-  const shown = all
-    .filter((tag) => (filter ? tag.toLowerCase().includes(filter) : defaultTag(tag)))
-    .sort((a, b) => Number(a.startsWith("insight/")) - Number(b.startsWith("insight/")) || a.localeCompare(b));
+  // A metric's `_low`/`_high` companions are drawn as a band on its own chart, not as charts of
+  // their own: a filter matching a companion shows the metric's chart.
+  const shown = [
+    ...new Set(
+      all
+        .filter((tag) => (filter ? tag.toLowerCase().includes(filter) : defaultTag(tag)))
+        .map((tag) => bandBase(tag, tags) || tag),
+    ),
+  ].sort((a, b) => Number(a.startsWith("insight/")) - Number(b.startsWith("insight/")) || a.localeCompare(b));
   for (const tag of shown.slice(0, MAX_DYNAMICS)) {
     const series = [];
+    const bands = [];
     for (const run of ctx.state.selected) {
       const scalars = ctx.data.scalars.get(run);
       if (!scalars || !(tag in scalars.series)) continue;
       series.push({ label: run, color: ctx.runColor(run), points: points(scalars.epochs, scalars.series[tag]) });
+      const [low, high] = [scalars.series[`${tag}_low`], scalars.series[`${tag}_high`]];
+      if (low && high) {
+        bands.push({
+          color: ctx.runColor(run),
+          label: `${run}: ${tag} interval (${tag}_low – ${tag}_high)`,
+          points: scalars.epochs.map((epoch, i) => ({ epoch, low: low[i], high: high[i] })),
+        });
+      }
     }
-    grid.append(chartBox(tag, lineChart({ ...ctx.chartOptions(), series, width: 280, height: 150, label: tag })));
+    grid.append(chartBox(tag, lineChart({ ...ctx.chartOptions(), series, bands, width: 280, height: 150, label: tag })));
   }
-  const hidden = all.length - Math.min(shown.length, MAX_DYNAMICS);
+  const charted = all.filter((tag) => !bandBase(tag, tags));
+  const hidden = charted.length - Math.min(shown.length, MAX_DYNAMICS);
   const note = document.getElementById("dynamics-note");
-  note.textContent = all.length
-    ? `${Math.min(shown.length, MAX_DYNAMICS)} of ${all.length} scalar tags` +
-      (hidden ? ` (${hidden} more: per-slice, gap and report tags: type in the filter to plot them)` : "")
+  note.textContent = charted.length
+    ? `${Math.min(shown.length, MAX_DYNAMICS)} of ${charted.length} scalar tags` +
+      (hidden ? ` (${hidden} more: per-slice, gap and report tags: type in the filter to plot them)` : "") +
+      (charted.length < all.length ? "; shaded: the _low–_high interval" : "")
     : "No scalars in the selected runs.";
 }
 
@@ -85,7 +107,9 @@ export async function renderSliceCharts(ctx, token) {
   }
   const answers = await Promise.all(
     ctx.state.selected.map((run) =>
-      getOptional("slices", { run, dimension, metric, source }).catch((error) => ({ error })),
+      ctx.reportEpochs(run, "fairness", source).length
+        ? getOptional("slices", { run, dimension, metric, source }).catch((error) => ({ error }))
+        : null,
     ),
   );
   if (!ctx.current("slices", token)) return;
@@ -128,7 +152,9 @@ export async function renderSliceTable(ctx, token) {
   const box = document.getElementById("slice-table-box");
   const { epoch, source } = ctx.state;
   const answers = await Promise.all(
-    ctx.state.selected.map((run) => getOptional("slice_table", { run, epoch, source }).catch((error) => ({ error }))),
+    ctx.state.selected.map((run) =>
+      ctx.hasSliceTable(run, epoch) ? getOptional("slice_table", { run, epoch, source }).catch((error) => ({ error })) : null,
+    ),
   );
   if (!ctx.current("table", token)) return;
   const notes = [];
@@ -315,16 +341,14 @@ export function renderSeriesList(ctx) {
   for (const tag of ordered) {
     if (filter && !tag.toLowerCase().includes(filter) && !chosen.includes(tag)) continue;
     if (count++ > 200) break;
-    // The route takes a comma-separated list: a tag holding a comma cannot be asked for.
-    const unusable = tag.includes(",");
-    const box = h("input", { type: "checkbox", class: "series-checkbox", value: tag, checked: chosen.includes(tag), disabled: unusable });
+    const box = h("input", { type: "checkbox", class: "series-checkbox", value: tag, checked: chosen.includes(tag) });
     box.addEventListener("change", () => {
       ctx.state.correlationSeries = box.checked ? [...chosen, tag] : chosen.filter((item) => item !== tag);
       ctx.state.correlationCell = null;
       renderSeriesList(ctx);
       renderCorrelation(ctx, ctx.next("correlation"));
     });
-    list.append(h("label", { title: unusable ? "tags with a comma cannot be correlated" : tag }, [box, " ", tag]));
+    list.append(h("label", { title: tag }, [box, " ", tag]));
   }
 }
 
@@ -340,16 +364,13 @@ export async function renderCorrelation(ctx, token) {
     clear(document.getElementById("scatter"));
     return;
   }
-  const scalars = ctx.data.scalars.get(run);
   const lag = ctx.state.lag;
+  const [start, end] = ctx.state.range || [null, null];
+  if (ctx.state.range) note.textContent = `Over epochs ${start}–${end} (brushed).`;
   let answer;
   try {
-    if (ctx.state.range && scalars) {
-      answer = localCorrelation(scalars, series, lag, ctx.state.range);
-      note.textContent = `Over epochs ${ctx.state.range[0]}–${ctx.state.range[1]} (brushed; computed in the browser).`;
-    } else {
-      answer = await getJSON("correlation", { run, series: series.join(","), lag });
-    }
+    // repeated `series` parameters: a tag may hold a comma
+    answer = await getJSON("correlation", { run, series, lag, start, end });
   } catch (error) {
     if (!ctx.current("correlation", token)) return;
     message(box, String(error.message));
@@ -384,9 +405,10 @@ async function renderScatter(ctx, token, series) {
   }
   const [x, y] = [series[cell[0]], series[cell[1]]];
   const lag = ctx.state.lag;
+  const [start, end] = ctx.state.range || [null, null];
   let answer;
   try {
-    answer = await getJSON("scatter", { run: ctx.state.correlationRun, x, y, lag });
+    answer = await getJSON("scatter", { run: ctx.state.correlationRun, x, y, lag, start, end });
   } catch (error) {
     if (!ctx.current("correlation", token)) return;
     clear(box);
@@ -394,8 +416,7 @@ async function renderScatter(ctx, token, series) {
     return;
   }
   if (!ctx.current("correlation", token)) return;
-  const range = ctx.state.range;
-  const shown = range ? answer.points.filter((p) => p.epoch >= range[0] && p.epoch <= range[1] && p.epoch + lag <= range[1]) : answer.points;
+  const shown = answer.points;
   clear(box);
   box.append(
     chartBox(
@@ -414,14 +435,14 @@ const KINDS = [
   ["failure_modes", "failure-modes-table", "Failure modes"],
 ];
 
-/** The report at the selected epoch, else the latest one before it (monitors run every n epochs). */
-async function findReport(run, kind, epochs, epoch) {
-  const earlier = epochs.filter((item) => item <= epoch).sort((a, b) => b - a);
-  for (const candidate of earlier) {
-    const answer = await getOptional("report", { run, kind, epoch: candidate });
-    if (answer) return answer;
-  }
-  return null;
+/**
+ * The report at the selected epoch, else the latest one before it (monitors run every n epochs),
+ * chosen from the `runs` route's `report_epochs` (any source): null, without a request, when none.
+ */
+async function findReport(ctx, run, kind, epoch) {
+  const earlier = ctx.reportEpochs(run, kind).filter((item) => item <= epoch);
+  if (!earlier.length) return null;
+  return getJSON("report", { run, kind, epoch: Math.max(...earlier) });
 }
 
 function pathText(path, featureNames) {
@@ -470,7 +491,7 @@ export async function renderReports(ctx, token) {
     const info = ctx.runInfo(run);
     for (const [kind] of KINDS) {
       if (info && info.kinds && info.kinds[kind]) {
-        jobs.push(findReport(run, kind, info.epochs, epoch).then((answer) => [run, kind, answer]).catch((error) => [run, kind, { error }]));
+        jobs.push(findReport(ctx, run, kind, epoch).then((answer) => [run, kind, answer]).catch((error) => [run, kind, { error }]));
       }
     }
   }
