@@ -77,10 +77,13 @@ class FairnessMonitor(SinkCallback):
             lie in ``[0, num_classes)`` (``None``: the categories come from the data).
         reference: dimension -> reference slice; gaps are then measured to it.
         max_slices: the most distinct values one attribute may take.
-        bootstrap: ``B`` Poisson bootstrap replicates (0: none; classification). Every per-slice
-            metric, overall metric and indicator then also has ``<name>_low``/``<name>_high``, its
-            ``confidence`` percentile interval, in the report and every sink. Each sample's weights
-            come from its ``sample_id`` (needed in the batch), so DDP and one process agree.
+        bootstrap: ``B`` Poisson bootstrap replicates (0: none). Every per-slice metric, overall
+            metric and indicator then also has ``<name>_low``/``<name>_high``, its ``confidence``
+            percentile interval, in the report and every sink. Each sample's weights come from its
+            ``sample_id`` (needed in the batch for classification), so DDP and one process agree.
+            Detection: a bootstrap over images of map, map_50, map_75, mar_100 and recall_50, one
+            COCO accumulation per replicate and slice on the epoch's one matching pass (seconds per
+            epoch at B=200; see docs/benchmarks.md).
         confidence: the intervals' level, in ``(0, 1)``.
         correction: ``None``, ``"holm"`` or ``"bh"``: ``@ci`` indicator rules test their dimensions
             together with that multiple-testing correction (see :mod:`lightning_insight.fairness.alerts`).
@@ -170,11 +173,6 @@ class FairnessMonitor(SinkCallback):
             raise ValueError(
                 f"Expected argument `bootstrap` to be an int >= 0, but got {bootstrap!r}."
             )
-        if bootstrap and task == "detection":
-            raise ValueError(
-                "Expected argument `bootstrap` to be 0 for task='detection' (intervals are computed "
-                f"for classification), but got {bootstrap}."
-            )
         check_confidence(confidence)
         needs_intervals = [rule.text for rule in self.rules if rule.ci]
         if needs_intervals and not bootstrap:
@@ -230,7 +228,10 @@ class FairnessMonitor(SinkCallback):
                 metric: SlicedConfusion | SlicedDetection
                 if self.task == "detection":
                     metric = SlicedDetection(
-                        specs=self.specs, num_classes=self.num_classes, max_slices=self.max_slices
+                        specs=self.specs,
+                        num_classes=self.num_classes,
+                        max_slices=self.max_slices,
+                        bootstrap=self.bootstrap,
                     )
                 else:
                     metric = SlicedConfusion(
@@ -287,11 +288,8 @@ class FairnessMonitor(SinkCallback):
                 "step": trainer.global_step,
                 "source": source,
             }
-            report = (
-                report_from_detection(result, **options)  # type: ignore[arg-type]
-                if self.task == "detection"
-                else report_from_counts(result, confidence=self.confidence, **options)  # type: ignore[arg-type]
-            )
+            make_report = report_from_detection if self.task == "detection" else report_from_counts
+            report = make_report(result, confidence=self.confidence, **options)  # type: ignore[arg-type]
             self._record(report)
             fired = self._tracker.update(report)
             self.alerts.extend(fired)

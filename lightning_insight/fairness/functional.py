@@ -209,16 +209,10 @@ def _per_replicate(
 def _with_intervals(
     values: dict[str, float], replicates: Mapping[str, np.ndarray], confidence: float
 ) -> dict[str, float]:
-    """``values`` plus ``<name>_low``/``<name>_high`` for each of them (but ``count``).
-
-    A name without replicate values gets NaN bounds.
-    """
+    """``values`` plus ``<name>_low``/``<name>_high`` for each of them that has replicates."""
     out = dict(values)
     for name in values:
-        if name == "count":
-            continue
-        if name not in replicates:
-            out[f"{name}_low"] = out[f"{name}_high"] = float("nan")
+        if name == "count" or name not in replicates:
             continue
         low, high = percentile_interval(np.asarray(replicates[name]), confidence)
         out[f"{name}_low"], out[f"{name}_high"] = float(low), float(high)
@@ -235,12 +229,22 @@ def report_from_detection(
     epoch: int | None = None,
     step: int | None = None,
     source: str = "data",
+    confidence: float = 0.95,
 ) -> SliceReport:
     """Turn per-slice detection metrics into a :class:`SliceReport`.
 
     ``min_support`` applies to images (``count``) in image-level dimensions and to boxes (``objects``)
-    in dimensions with an object-level attribute.
+    in dimensions with an object-level attribute. With bootstrap replicates in ``stats``, the
+    replicated metrics (map, map_50, map_75, mar_100, recall_50) and the indicators get
+    ``confidence`` percentile intervals.
     """
+    replicates = (
+        None
+        if stats.overall_replicates is None or stats.replicates is None
+        else _Replicates(
+            overall=stats.overall_replicates, dimensions=stats.replicates, confidence=confidence
+        )
+    )
     return _report(
         "detection",
         dict(stats.overall),
@@ -253,6 +257,7 @@ def report_from_detection(
         epoch=epoch,
         step=step,
         source=source,
+        replicates=replicates,
     )
 
 
@@ -317,7 +322,11 @@ def _report(
             else:
                 table[dimension] = {name: float("nan") for name in indicators}
                 if replicates is not None:
-                    table[dimension] = _with_intervals(table[dimension], {}, replicates.confidence)
+                    table[dimension] |= {
+                        f"{name}_{end}": float("nan")
+                        for name in indicators
+                        for end in ("low", "high")
+                    }
                 continue
         kept = {k: np.asarray(v)[keep] for k, v in values.items()}
         table[dimension] = fairness_indicators(
@@ -421,7 +430,8 @@ def slice_metrics(
         reference: dimension -> reference slice; indicators then measure distance to it.
         max_slices: the most distinct values one categorical attribute may take.
         bootstrap: ``B`` Poisson bootstrap replicates (0: none); every metric and indicator then gets
-            ``<name>_low``/``<name>_high``, its ``confidence`` percentile interval (classification).
+            ``<name>_low``/``<name>_high``, its ``confidence`` percentile interval (detection: a
+            bootstrap over images of map, map_50, map_75, mar_100 and recall_50).
         confidence: the intervals' level, in ``(0, 1)``.
         sample_ids: one integer id per sample, which seeds its replicate weights (default: positions
             ``0..N-1``); the same ids give the same intervals in any batching or process count.
@@ -452,11 +462,6 @@ def slice_metrics(
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError(f"Expected argument `bootstrap` to be an int >= 0, but got {bootstrap!r}.")
     check_confidence(confidence)
-    if task == "detection" and bootstrap:
-        raise ValueError(
-            "Expected argument `bootstrap` to be 0 for task='detection' (intervals are computed for "
-            f"classification), but got {bootstrap}."
-        )
     if task == "detection":
         stats = detection_slice_stats(
             preds,
@@ -465,9 +470,17 @@ def slice_metrics(
             specs=specs,
             num_classes=num_classes,
             max_slices=max_slices,
+            bootstrap=bootstrap,
+            seed=seed,
+            sample_ids=sample_ids,
         )
         return report_from_detection(
-            stats, metrics=metrics, indicators=chosen, min_support=min_support, reference=reference
+            stats,
+            metrics=metrics,
+            indicators=chosen,
+            min_support=min_support,
+            reference=reference,
+            confidence=confidence,
         )
     if bootstrap:
         metric = SlicedConfusion(

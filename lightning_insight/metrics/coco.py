@@ -77,6 +77,22 @@ def _coco_pair(
     return ground_truth, results
 
 
+#: The metrics a bootstrap replicate gets (those of COCO's accumulation; not the box counts).
+REPLICATE_METRICS: tuple[str, ...] = ("map", "map_50", "map_75", "mar_100", "recall_50")
+
+
+def _coco_metrics(precision: np.ndarray, recall: np.ndarray, iou: np.ndarray) -> dict[str, float]:
+    """:data:`REPLICATE_METRICS` from COCO's accumulated arrays (one area range, 100 detections)."""
+    index_50, index_75 = int(np.argmin(np.abs(iou - 0.5))), int(np.argmin(np.abs(iou - 0.75)))
+    return {
+        "map": _mean_defined(precision),
+        "map_50": _mean_defined(precision[index_50]),
+        "map_75": _mean_defined(precision[index_75]),
+        "mar_100": _mean_defined(recall),
+        "recall_50": _mean_defined(recall[index_50]),
+    }
+
+
 def _summary(
     precision: np.ndarray,
     recall: np.ndarray,
@@ -84,16 +100,11 @@ def _summary(
     counts: tuple[np.ndarray, np.ndarray, int],
 ) -> dict[str, float]:
     """The project's metrics from COCO's accumulated arrays (one area range, 100 detections)."""
-    index_50, index_75 = int(np.argmin(np.abs(iou - 0.5))), int(np.argmin(np.abs(iou - 0.75)))
     true_positives, counted, objects = counts
     with np.errstate(divide="ignore", invalid="ignore"):
         per_category = true_positives / counted
     return {
-        "map": _mean_defined(precision),
-        "map_50": _mean_defined(precision[index_50]),
-        "map_75": _mean_defined(precision[index_75]),
-        "mar_100": _mean_defined(recall),
-        "recall_50": _mean_defined(recall[index_50]),
+        **_coco_metrics(precision, recall, iou),
         "precision_50": float(per_category[counted > 0].mean())
         if (counted > 0).any()
         else float("nan"),
@@ -187,9 +198,18 @@ class MatchedBoxes:
         return self._matched_by_area[area]
 
     def _accumulate(
-        self, image_ids: Sequence[int], area: int | None, *, at_50: bool = False
+        self,
+        image_ids: Sequence[int],
+        area: int | None,
+        *,
+        at_50: bool = False,
+        repeats: bool = False,
     ) -> tuple[dict[str, Any], Any]:
-        """COCO's accumulation over ``image_ids`` (and one area range, or all when ``None``)."""
+        """COCO's accumulation over ``image_ids`` (and one area range, or all when ``None``).
+
+        With ``repeats`` an id listed k times counts as k copies of its image (a bootstrap
+        replicate); otherwise repeated ids count once.
+        """
         unknown = [i for i in image_ids if i not in self._position]
         if unknown:
             raise ValueError(
@@ -199,7 +219,8 @@ class MatchedBoxes:
         params = copy.copy(evaluator._paramsEval)
         images, areas = len(params.imgIds), len(params.areaRng)
         categories = len(params.catIds) if params.useCats else 1
-        chosen = sorted({self._position[i] for i in image_ids})
+        positions = [self._position[i] for i in image_ids]
+        chosen = sorted(positions) if repeats else sorted(set(positions))
         kept = range(areas) if area is None else (area,)
         every = self._matches_at_50() if at_50 else evaluator._evalImgs_cpp
         if at_50:
@@ -230,6 +251,40 @@ class MatchedBoxes:
             name: (float("nan") if v < 0 else float(v))
             for name, v in zip(COCO_STATS, values, strict=True)
         }
+
+    def replicate_stats(
+        self, image_ids: Sequence[int], weights: np.ndarray, *, area: int = 0
+    ) -> dict[str, np.ndarray]:
+        """:data:`REPLICATE_METRICS` of bootstrap replicates reusing this matching pass.
+
+        Replicate ``b`` counts image ``image_ids[i]`` ``weights[b, i]`` times (COCO's accumulation
+        over the repeated images: the same numbers as evaluating a data set holding those copies).
+
+        Args:
+            image_ids: The slice's images.
+            weights: ``(B, len(image_ids))`` non-negative integer weights.
+            area: Index of the area range.
+
+        Returns:
+            Metric name -> ``(B,)`` values (NaN where a replicate has nothing to measure).
+        """
+        ids = np.asarray(image_ids, dtype=np.int64)
+        counts = np.asarray(weights, dtype=np.int64)
+        iou = np.asarray(self._evaluator._paramsEval.iouThrs)
+        out = {name: np.full(counts.shape[0], np.nan) for name in REPLICATE_METRICS}
+        for b in range(counts.shape[0]):
+            repeated = np.repeat(ids, counts[b]).tolist()
+            if not repeated:
+                continue
+            evaluated, _ = self._accumulate(repeated, area, repeats=True)
+            values = _coco_metrics(
+                np.asarray(evaluated["precision"])[:, :, :, 0, -1],
+                np.asarray(evaluated["recall"])[:, :, 0, -1],
+                iou,
+            )
+            for name, value in values.items():
+                out[name][b] = value
+        return out
 
     def detection_stats(self, image_ids: Sequence[int], *, area: int = 0) -> dict[str, float]:
         """The detection metrics of this project over ``image_ids`` and one area range.
@@ -308,6 +363,19 @@ class PycocotoolsMatchedBoxes:
         params = self._evaluator._paramsEval
         self.image_ids: tuple[int, ...] = tuple(int(i) for i in params.imgIds)
         self._position = {image: n for n, image in enumerate(self.image_ids)}
+
+    def replicate_stats(
+        self, image_ids: Sequence[int], weights: np.ndarray, *, area: int = 0
+    ) -> dict[str, np.ndarray]:
+        """Not available on this backend.
+
+        Raises:
+            RuntimeError: Always: bootstrap replicates reuse faster-coco-eval's per-image evaluations.
+        """
+        raise RuntimeError(
+            "Bootstrap intervals for detection need faster-coco-eval (the pycocotools fallback "
+            "cannot reuse its matching pass for replicates). HINT: pip install faster-coco-eval."
+        )
 
     def detection_stats(self, image_ids: Sequence[int], *, area: int = 0) -> dict[str, float]:
         """See :meth:`MatchedBoxes.detection_stats`.

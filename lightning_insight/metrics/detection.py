@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from lightning_insight.metrics.coco import COCO_BACKENDS, Matcher, matched_boxes
+from lightning_insight.metrics.bootstrap import poisson_weights
+from lightning_insight.metrics.coco import COCO_BACKENDS, REPLICATE_METRICS, Matcher, matched_boxes
 from lightning_insight.slicing.index import SliceIndex
 from lightning_insight.slicing.spec import AttributeSpec, SliceSpec
 
@@ -157,12 +158,16 @@ class DetectionSliceStats:
         support: dimension name -> the metric ``min_support`` applies to (``"count"``: images for
             image-level dimensions; ``"objects"`` for dimensions with an object-level attribute).
         object_level: names of the attributes read per box.
+        overall_replicates: with a bootstrap, metric name -> ``(B,)`` replicate values.
+        replicates: with a bootstrap, dimension -> metric name -> ``(B, S)`` replicate values.
     """
 
     overall: dict[str, float]
     dimensions: dict[str, tuple[list[str], dict[str, np.ndarray]]]
     support: dict[str, str]
     object_level: tuple[str, ...]
+    overall_replicates: dict[str, np.ndarray] | None = None
+    replicates: dict[str, dict[str, np.ndarray]] | None = None
 
 
 class _DetectionIndex:
@@ -236,6 +241,11 @@ class SlicedDetection(Metric):
         backend: the COCO library that matches boxes: ``"faster-coco-eval"`` (a dependency; one
             matching pass serves every image-level slice), ``"pycocotools"`` (the fallback, same numbers,
             matching in Python), or ``None`` for the first that imports.
+        bootstrap: ``B`` Poisson bootstrap replicates over images (0: none; faster-coco-eval only):
+            image ``i`` counts ``w_ib`` times in replicate ``b``, its weights drawn from its sample id
+            (its position in the epoch without ids). Each replicate re-accumulates the existing
+            matching pass, once per slice: map, map_50, map_75, mar_100 and recall_50 get replicates.
+        seed: seed of the bootstrap weights.
 
     Example:
         >>> from lightning_insight.slicing import parse_slice_specs
@@ -262,9 +272,17 @@ class SlicedDetection(Metric):
         num_classes: int | None = None,
         max_slices: int = 1000,
         backend: str | None = None,
+        bootstrap: int = 0,
+        seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+            raise ValueError(
+                f"Expected argument `bootstrap` to be an int >= 0, but got {bootstrap!r}."
+            )
+        self.bootstrap = bootstrap
+        self.seed = seed
         if backend is not None and backend not in COCO_BACKENDS:
             raise ValueError(
                 f"Expected argument `backend` to be one of {list(COCO_BACKENDS)} or None, but got "
@@ -439,7 +457,14 @@ class SlicedDetection(Metric):
     def compute(self) -> DetectionSliceStats:  # type: ignore[override]
         """Metrics per slice over every image seen since the last reset (a collective under DDP)."""
         return _slice_stats(
-            self._gathered(), self.specs, self.index, self._levels, self.num_classes, self.backend
+            self._gathered(),
+            self.specs,
+            self.index,
+            self._levels,
+            self.num_classes,
+            self.backend,
+            bootstrap=self.bootstrap,
+            seed=self.seed,
         )
 
 
@@ -543,10 +568,18 @@ def _slice_stats(
     levels: Mapping[str, str],
     num_classes: int | None,
     backend: str | None,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> DetectionSliceStats:
     object_level = tuple(n for n, level in levels.items() if level != "image")
     count = len(images)
     evaluation = _Evaluation(images, num_classes, backend) if count else None
+    # (B, images): replicate b counts image i weights[b, i] times
+    weights: np.ndarray | None = None
+    if bootstrap and count:
+        ids = [i if im.sample_id is None else im.sample_id for i, im in enumerate(images)]
+        weights = poisson_weights(torch.as_tensor(ids), bootstrap, seed=seed).numpy().T
     # ids of every attribute: per image for image-level ones, per box (and per detection for box_area)
     image_ids: dict[str, np.ndarray] = {}
     gt_ids: dict[str, np.ndarray] = {}
@@ -564,6 +597,12 @@ def _slice_stats(
     main = evaluation.match(evaluation.gt_area, None, _ALL) if evaluation is not None else None
     overall = main.detection_stats(list(range(1, count + 1))) if main is not None else _nan_stats()
     overall["count"] = float(count)
+    overall_replicates = (
+        main.replicate_stats(list(range(1, count + 1)), weights)
+        if main is not None and weights is not None
+        else None
+    )
+    replicates: dict[str, dict[str, np.ndarray]] = {}
     dimensions: dict[str, tuple[list[str], dict[str, np.ndarray]]] = {}
     support: dict[str, str] = {}
     for spec in specs:
@@ -576,10 +615,20 @@ def _slice_stats(
             for combo in combos
         ]
         rows = [_nan_stats() | {"count": 0.0} for _ in combos]
+        replicate_rows: list[dict[str, np.ndarray]] = []
         if evaluation is not None and combos:
-            rows = _dimension_stats(
-                spec, combos, evaluation, main, image_ids, gt_ids, dt_ids, boxed
+            rows, replicate_rows = _dimension_stats(
+                spec, combos, evaluation, main, image_ids, gt_ids, dt_ids, boxed, weights
             )
+        if bootstrap:
+            replicates[spec.name] = {
+                metric: (
+                    np.stack([row[metric] for row in replicate_rows], axis=1)
+                    if replicate_rows
+                    else np.full((bootstrap, len(combos)), np.nan)
+                )
+                for metric in REPLICATE_METRICS
+            }
         columns = {
             metric: np.array([row[metric] for row in rows], dtype=np.float64)
             for metric in DETECTION_METRICS
@@ -590,6 +639,12 @@ def _slice_stats(
         dimensions=dimensions,
         support=support,
         object_level=object_level,
+        overall_replicates=(
+            None
+            if not bootstrap
+            else overall_replicates or {m: np.full(bootstrap, np.nan) for m in REPLICATE_METRICS}
+        ),
+        replicates=replicates if bootstrap else None,
     )
 
 
@@ -629,7 +684,9 @@ def _dimension_stats(
     gt_ids: Mapping[str, np.ndarray],
     dt_ids: Mapping[str, np.ndarray],
     boxed: Sequence[str],
-) -> list[dict[str, float]]:
+    weights: np.ndarray | None = None,
+) -> tuple[list[dict[str, float]], list[dict[str, np.ndarray]]]:
+    """Each slice's metrics, and (with ``weights``) each slice's replicate metrics."""
     keys = [a.key for a in spec.attributes]
     image_keys = [k for k in keys if k not in boxed]
     box_keys = [k for k in keys if k in boxed]
@@ -658,6 +715,7 @@ def _dimension_stats(
                 everywhere = np.ones(evaluation.dt_area.shape[0])
                 passes[part] = (evaluation.match(inside, everywhere, ((0.5, 1.5),)), 0)
     rows = []
+    replicate_rows: list[dict[str, np.ndarray]] = []
     for combo in combos:
         subset = evaluation.images_in(image_mask(combo))
         if box_keys:
@@ -668,7 +726,13 @@ def _dimension_stats(
         row = matched.detection_stats(subset, area=area) if subset else _nan_stats()
         row["count"] = float(len(subset))
         rows.append(row)
-    return rows
+        if weights is not None:
+            replicate_rows.append(
+                matched.replicate_stats(subset, weights[:, np.asarray(subset) - 1], area=area)
+                if subset
+                else {m: np.full(weights.shape[0], np.nan) for m in REPLICATE_METRICS}
+            )
+    return rows, replicate_rows
 
 
 def _codes(parts: Sequence[tuple[int, ...]], columns: Sequence[np.ndarray]) -> np.ndarray:
@@ -696,12 +760,20 @@ def detection_slice_stats(
     num_classes: int | None = None,
     max_slices: int = 1000,
     backend: str | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    sample_ids: Any | None = None,
 ) -> DetectionSliceStats:
     """Detection metrics per slice of one set of images (no state); see :class:`SlicedDetection`."""
     metric = SlicedDetection(
-        specs=specs, num_classes=num_classes, max_slices=max_slices, backend=backend
+        specs=specs,
+        num_classes=num_classes,
+        max_slices=max_slices,
+        backend=backend,
+        bootstrap=bootstrap,
+        seed=seed,
     )
-    metric.update(preds, target, attributes)
+    metric.update(preds, target, attributes, sample_ids)
     return metric.compute()
 
 

@@ -18,7 +18,9 @@ SLICES = ["weather", "occluded", "weather&night", "box_area:0,1024,9216,inf"]
 
 
 def main(out: str, devices: int) -> None:
-    monitor = FairnessMonitor("detection", SLICES, min_support=1, sinks=[MemorySink()])
+    monitor = FairnessMonitor(
+        "detection", SLICES, min_support=1, sinks=[MemorySink()], bootstrap=10
+    )
     trainer = Trainer(
         accelerator="cpu",
         devices=devices,

@@ -165,3 +165,6 @@ def test_two_process_ddp_equals_single_process_with_uneven_images(
     assert one["indicators"] == two["indicators"]
     assert one["overall"] == two["overall"]
     assert not math.isnan(one["overall"]["map"])
+    # bootstrap over images (weights from sample ids): the same intervals on 1 and 2 processes
+    assert one["bootstrap"] == 10
+    assert one["overall"]["map_low"] <= one["overall"]["map"] <= one["overall"]["map_high"]

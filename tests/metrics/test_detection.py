@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_insight.metrics.bootstrap import poisson_weights
 from lightning_insight.metrics.detection import (
     DETECTION_METRICS,
     SlicedDetection,
@@ -311,3 +312,44 @@ def test_an_area_index_out_of_range_is_refused(backend: str) -> None:
         matched.detection_stats([1], area=4)
     with pytest.raises(ValueError, match=r"unknown ids \[7\]"):
         matched.detection_stats([7])
+
+
+def test_bootstrap_replicates_equal_pycocotools_on_duplicated_images() -> None:
+    # Replicate b counts image i w[i, b] times; the oracle evaluates a data set that holds those
+    # copies, image by image (pycocotools, a whole evaluation per replicate and slice).
+    preds, target, attributes, ids = random_images(4, images=40)
+    specs = parse_slice_specs(["weather", "occluded"])
+    metric = SlicedDetection(specs=specs, bootstrap=3)
+    metric.update(preds, target, attributes, ids)
+    stats = metric.compute()
+    assert stats.replicates is not None and stats.overall_replicates is not None
+    weights = poisson_weights(ids, 3).numpy()
+    names, _ = stats.dimensions["weather"]
+    for b in range(3):
+        copies = [i for i in range(40) for _ in range(int(weights[i, b]))]
+        dup_preds, dup_target = [preds[i] for i in copies], [target[i] for i in copies]
+        checks = [(stats.overall_replicates, None, list(range(len(copies))), None)]
+        for s, name in enumerate(names):
+            value = name.split("=", 1)[1]
+            rows = [n for n, i in enumerate(copies) if attributes["weather"][i] == value]
+            checks.append((stats.replicates["weather"], s, rows, None))
+        occluded_names, _ = stats.dimensions["occluded"]
+        for s, name in enumerate(occluded_names):
+            flag = name.endswith("True")
+
+            def ignore(
+                image: int, box: int, flag: bool = flag, boxes: list[Any] = dup_target
+            ) -> bool:
+                return bool(boxes[image]["occluded"][box]) is not flag
+
+            checks.append((stats.replicates["occluded"], s, list(range(len(copies))), ignore))
+        for values, s, rows, ignore in checks:
+            oracle = coco_oracle(dup_preds, dup_target, rows, ignore_box=ignore)
+            for metric_name in ("map", "map_50", "map_75", "mar_100", "recall_50"):
+                got = values[metric_name][b] if s is None else values[metric_name][b, s]
+                want = oracle[metric_name]
+                assert (math.isnan(got) and math.isnan(want)) or abs(got - want) < 1e-9, (
+                    b,
+                    s,
+                    metric_name,
+                )
