@@ -11,11 +11,11 @@ import json
 import sys
 
 import torch
-from pytorch_lightning import Trainer
 
 from lightning_insight import MemorySink
 from lightning_insight.comparison.callback import AttributionComparisonMonitor
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
+from tests.trainers import process_trainer
 
 
 def main(prefix: str, devices: int) -> None:
@@ -31,18 +31,7 @@ def main(prefix: str, devices: int) -> None:
         sinks=[sink],
         comparer_options={"bootstrap": 20},
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        max_epochs=2,
-        limit_train_batches=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[monitor],
-    )
+    trainer = process_trainer(devices, [monitor], max_epochs=2, limit_train_batches=2)
     trainer.fit(model, ScenesDataModule(num_train=128, num_val=301, num_test=32, batch_size=32))
     with open(f"{prefix}{trainer.global_rank}.json", "w") as f:
         json.dump(

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_insight import MemorySink
 from lightning_insight.comparison.callback import AttributionComparisonMonitor
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
+from tests.trainers import cpu_trainer
 
 SCRIPT = Path(__file__).with_name("ddp_comparison.py")
 
@@ -32,22 +32,6 @@ def _data() -> ScenesDataModule:
 def _model(seed: int = 0) -> SceneClassifier:
     torch.manual_seed(seed)
     return SceneClassifier(channels=(4, 8))
-
-
-def _trainer(tmp_path: Path, callbacks: list[Any], **kwargs: Any) -> Trainer:
-    options: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 2,
-        "limit_train_batches": 2,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "logger": False,
-        "enable_checkpointing": False,
-        "default_root_dir": str(tmp_path),
-        "num_sanity_val_steps": 1,
-    }
-    return Trainer(callbacks=callbacks, **{**options, **kwargs})
 
 
 def _monitor(reference: Any, **kwargs: Any) -> AttributionComparisonMonitor:
@@ -72,7 +56,7 @@ def test_fit_with_an_epoch_reference_compares_after_the_snapshot(
 ) -> None:
     sink = MemorySink()
     monitor = _monitor("epoch:0", every_n_epochs=1, sinks=[sink])
-    trainer = _trainer(tmp_path, [monitor], max_epochs=3)
+    trainer = cpu_trainer(tmp_path, [monitor], max_epochs=3)
     with caplog.at_level(logging.INFO, logger="lightning_insight.comparison.callback"):
         trainer.fit(_model(), _data())
     # epoch 0 has no reference yet (it is taken at the end of epoch 0's validation); 1 and 2 compare
@@ -106,7 +90,7 @@ def test_fit_with_an_epoch_reference_compares_after_the_snapshot(
 def test_validate_with_a_module_reference_and_a_state_round_trip(tmp_path: Path) -> None:
     reference = _model(seed=1)
     monitor = _monitor(reference)
-    _trainer(tmp_path, [monitor]).validate(_model(), _data())
+    cpu_trainer(tmp_path, [monitor]).validate(_model(), _data())
     assert [r.source for r in monitor.history] == ["val"]
     report = monitor.history[0]
     assert report.num_samples == 100 and len(report.clusters) == 4
@@ -124,18 +108,18 @@ def test_validate_with_a_module_reference_and_a_state_round_trip(tmp_path: Path)
 def test_the_same_model_as_reference_differs_nowhere(tmp_path: Path) -> None:
     model = _model()
     monitor = _monitor(model)
-    _trainer(tmp_path, [monitor]).validate(model, _data())
+    cpu_trainer(tmp_path, [monitor]).validate(model, _data())
     assert all(c.difference == 0.0 for c in monitor.history[0].clusters)
 
 
 def test_resume_keeps_the_epoch_snapshot_and_the_history(tmp_path: Path) -> None:
     monitor = _monitor("epoch:0", every_n_epochs=1, images=0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    _trainer(tmp_path, [monitor, checkpoint], enable_checkpointing=True).fit(_model(), _data())
+    cpu_trainer(tmp_path, [monitor, checkpoint], enable_checkpointing=True).fit(_model(), _data())
     assert monitor.reference is not None and [r.epoch for r in monitor.history] == [1]
     resumed = _monitor("epoch:0", every_n_epochs=1, images=0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    trainer = _trainer(tmp_path, [resumed, checkpoint], max_epochs=3, enable_checkpointing=True)
+    trainer = cpu_trainer(tmp_path, [resumed, checkpoint], max_epochs=3, enable_checkpointing=True)
     trainer.fit(_model(seed=5), _data(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert [r.epoch for r in resumed.history] == [1, 2]
     assert resumed.history[0] == monitor.history[0]
@@ -149,7 +133,7 @@ def test_resume_keeps_the_epoch_snapshot_and_the_history(tmp_path: Path) -> None
 def test_best_reference_follows_the_model_checkpoint(tmp_path: Path) -> None:
     monitor = _monitor("best", every_n_epochs=1, images=0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss", save_top_k=1)
-    _trainer(tmp_path, [monitor, checkpoint], max_epochs=3, enable_checkpointing=True).fit(
+    cpu_trainer(tmp_path, [monitor, checkpoint], max_epochs=3, enable_checkpointing=True).fit(
         _model(), _data()
     )
     # ModelCheckpoint saves after the monitor's epoch end: epoch 0 has no best yet
@@ -160,7 +144,7 @@ def test_best_reference_follows_the_model_checkpoint(tmp_path: Path) -> None:
     assert monitor.history[-1].reference_epoch <= best_epoch
     assert monitor.state_key != _monitor("epoch:0").state_key
     with pytest.raises(RuntimeError, match=r"reference='best'.*has none"):
-        _trainer(tmp_path, [_monitor("best")]).fit(_model(), _data())
+        cpu_trainer(tmp_path, [_monitor("best")]).fit(_model(), _data())
 
 
 def test_validate_with_an_epoch_reference_and_no_snapshot_skips(
@@ -168,29 +152,29 @@ def test_validate_with_an_epoch_reference_and_no_snapshot_skips(
 ) -> None:
     monitor = _monitor("epoch:3")
     with caplog.at_level(logging.INFO, logger="lightning_insight.comparison.callback"):
-        _trainer(tmp_path, [monitor]).validate(_model(), _data())
+        cpu_trainer(tmp_path, [monitor]).validate(_model(), _data())
     assert monitor.history == [] and monitor.reference is None
     assert caplog.text.count("no reference model yet") == 1
 
 
 def test_checkpoint_reference_loads_and_a_bad_one_fails_clearly(tmp_path: Path) -> None:
-    trainer = _trainer(tmp_path, [], max_epochs=1)
+    trainer = cpu_trainer(tmp_path, [], max_epochs=1)
     trainer.fit(_model(seed=1), _data())
     good = tmp_path / "good.ckpt"
     trainer.save_checkpoint(good)
     monitor = _monitor(good)
     assert monitor.state_key != _monitor("epoch:0").state_key
-    _trainer(tmp_path, [monitor]).validate(_model(), _data())
+    cpu_trainer(tmp_path, [monitor]).validate(_model(), _data())
     assert len(monitor.history) == 1 and isinstance(monitor.reference, SceneClassifier)
 
     other = _Other()
-    other_trainer = _trainer(tmp_path, [], max_epochs=1)
+    other_trainer = cpu_trainer(tmp_path, [], max_epochs=1)
     other_trainer.strategy.connect(other)
     other_trainer.save_checkpoint(tmp_path / "other.ckpt")
     (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint")
     for name in ("other.ckpt", "garbage.ckpt"):
         with pytest.raises(RuntimeError, match=rf"{name}.*does not load into SceneClassifier"):
-            _trainer(tmp_path, [_monitor(tmp_path / name)]).validate(_model(), _data())
+            cpu_trainer(tmp_path, [_monitor(tmp_path / name)]).validate(_model(), _data())
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ import json
 import sys
 
 import torch
-from pytorch_lightning import Trainer
 
 from lightning_insight import MemorySink
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
 from lightning_insight.discovery.callback import SliceDiscoveryMonitor
+from tests.trainers import process_trainer
 
 
 def main(out: str, devices: int) -> None:
@@ -23,16 +23,7 @@ def main(out: str, devices: int) -> None:
     monitor = SliceDiscoveryMonitor(
         "backbone.1", max_samples=200, num_slices=8, sinks=[MemorySink()]
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[monitor],
-    )
+    trainer = process_trainer(devices, [monitor])
     trainer.validate(model, ScenesDataModule(num_train=32, num_val=301, num_test=32, batch_size=32))
     if trainer.is_global_zero:
         with open(out, "w") as f:

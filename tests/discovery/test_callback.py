@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from pytorch_lightning import Trainer
 
 from lightning_insight import MemorySink
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
 from lightning_insight.discovery.callback import DiscoveryAlertWarning, SliceDiscoveryMonitor
+from tests.trainers import cpu_trainer
 
 SCRIPT = Path(__file__).with_name("ddp_discovery.py")
 
@@ -29,22 +29,6 @@ def _model() -> SceneClassifier:
     return SceneClassifier(channels=(4, 8))
 
 
-def _trainer(tmp_path: Path, callbacks: list[Any], **kwargs: Any) -> Trainer:
-    options: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 2,
-        "limit_train_batches": 2,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "logger": False,
-        "enable_checkpointing": False,
-        "default_root_dir": str(tmp_path),
-        "num_sanity_val_steps": 1,
-    }
-    return Trainer(callbacks=callbacks, **{**options, **kwargs})
-
-
 def _monitor(**kwargs: Any) -> SliceDiscoveryMonitor:
     options: dict[str, Any] = {"max_samples": 200, "num_slices": 8, "sinks": [MemorySink()]}
     return SliceDiscoveryMonitor("backbone.1", **{**options, **kwargs})
@@ -53,7 +37,7 @@ def _monitor(**kwargs: Any) -> SliceDiscoveryMonitor:
 def test_fit_runs_on_schedule_and_emits_report_table_and_mosaics(tmp_path: Path) -> None:
     monitor = _monitor(every_n_epochs=2, mosaics=2)
     sink = monitor.requested_sinks[0]  # type: ignore[index]
-    trainer = _trainer(tmp_path, [monitor], max_epochs=4)
+    trainer = cpu_trainer(tmp_path, [monitor], max_epochs=4)
     trainer.fit(_model(), _data())
     # epochs 1 and 3 only; the sanity check never runs discovery
     assert [r.epoch for r in monitor.history] == [1, 3]
@@ -85,14 +69,14 @@ def test_fit_runs_on_schedule_and_emits_report_table_and_mosaics(tmp_path: Path)
 
 def test_validate_under_inference_mode_and_a_resume(tmp_path: Path) -> None:
     monitor = _monitor()
-    _trainer(tmp_path, [monitor]).validate(_model(), _data())
+    cpu_trainer(tmp_path, [monitor]).validate(_model(), _data())
     assert [r.source for r in monitor.history] == ["val"]
     path = tmp_path / "state.pt"
     torch.save(monitor.state_dict(), path)
     fresh = _monitor()
     fresh.load_state_dict(torch.load(path, weights_only=True))  # what Lightning's resume does
     assert fresh.history == monitor.history
-    _trainer(tmp_path, [fresh]).validate(_model(), _data())
+    cpu_trainer(tmp_path, [fresh]).validate(_model(), _data())
     # same model, same probe set: every slice is found again under its old id
     before = {s.slice_id: set(s.sample_ids) for s in monitor.history[-1].slices}
     after = {s.slice_id: set(s.sample_ids) for s in fresh.history[-1].slices}
@@ -106,7 +90,7 @@ def test_pickle_and_two_monitors_side_by_side(tmp_path: Path) -> None:
         SliceDiscoveryMonitor("backbone.0", max_samples=100, num_slices=8, sinks=["memory"]),
     )
     assert one.state_key != two.state_key
-    _trainer(tmp_path, [one, two]).validate(_model(), _data())
+    cpu_trainer(tmp_path, [one, two]).validate(_model(), _data())
     assert one.history[-1].layer == "backbone.1" and two.history[-1].layer == "backbone.0"
     assert two.history[-1].num_samples == 100
     clone = pickle.loads(pickle.dumps(one))
@@ -116,7 +100,7 @@ def test_pickle_and_two_monitors_side_by_side(tmp_path: Path) -> None:
 def test_a_large_bad_slice_alerts(tmp_path: Path) -> None:
     seen: list[Any] = []
     monitor = _monitor(alert_min_size=5, alert_lift=1.01, on_alert=seen.append)
-    _trainer(tmp_path, [monitor]).validate(_model(), _data())
+    cpu_trainer(tmp_path, [monitor]).validate(_model(), _data())
     report = monitor.history[-1]
     expected = [
         s.slice_id
@@ -128,7 +112,7 @@ def test_a_large_bad_slice_alerts(tmp_path: Path) -> None:
     with pytest.warns(
         DiscoveryAlertWarning, match=r"discovered slice \d+: \d+ samples with error rate"
     ):
-        _trainer(tmp_path, [_monitor(alert_min_size=5, alert_lift=1.01)]).validate(
+        cpu_trainer(tmp_path, [_monitor(alert_min_size=5, alert_lift=1.01)]).validate(
             _model(), _data()
         )
 
@@ -159,7 +143,7 @@ def test_arguments_are_checked_in_init(
 def test_an_unknown_layer_fails_at_the_first_batch_with_close_matches(tmp_path: Path) -> None:
     monitor = SliceDiscoveryMonitor("backbone.11", max_samples=100, num_slices=8, sinks=["memory"])
     with pytest.raises(ValueError, match=r"backbone\.1"):
-        _trainer(tmp_path, [monitor]).validate(_model(), _data())
+        cpu_trainer(tmp_path, [monitor]).validate(_model(), _data())
 
 
 @pytest.mark.slow

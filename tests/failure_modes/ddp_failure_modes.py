@@ -10,12 +10,12 @@ import json
 import sys
 
 import torch
-from pytorch_lightning import Trainer
 
 from lightning_insight import MemorySink
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
 from lightning_insight.failure_modes.callback import FailureModeMonitor
 from lightning_insight.failure_modes.robust import RobustExtractor
+from tests.trainers import process_trainer
 
 
 def main(out: str, devices: int) -> None:
@@ -31,16 +31,7 @@ def main(out: str, devices: int) -> None:
         min_failures=5,
         sinks=[MemorySink()],
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[monitor],
-    )
+    trainer = process_trainer(devices, [monitor])
     trainer.validate(model, ScenesDataModule(num_train=32, num_val=301, num_test=32, batch_size=32))
     if trainer.is_global_zero:
         with open(out, "w") as f:

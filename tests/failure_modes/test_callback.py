@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from sklearn.metrics import roc_auc_score
 from torch import nn
@@ -25,6 +24,7 @@ from lightning_insight.failure_modes.callback import (
     FailureModeMonitor,
 )
 from lightning_insight.failure_modes.robust import RobustExtractor, make_robust_extractor
+from tests.trainers import cpu_trainer
 
 SCRIPT = Path(__file__).with_name("ddp_failure_modes.py")
 
@@ -55,22 +55,6 @@ def _model(seed: int = 0) -> SceneClassifier:
     return SceneClassifier(channels=(4, 8))
 
 
-def _trainer(tmp_path: Path, callbacks: list[Any], **kwargs: Any) -> Trainer:
-    options: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 2,
-        "limit_train_batches": 2,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "logger": False,
-        "enable_checkpointing": False,
-        "default_root_dir": str(tmp_path),
-        "num_sanity_val_steps": 1,
-    }
-    return Trainer(callbacks=callbacks, **{**options, **kwargs})
-
-
 def _monitor(extractor: nn.Module | None = None, **kwargs: Any) -> FailureModeMonitor:
     options: dict[str, Any] = {
         "task": "binary",
@@ -86,7 +70,7 @@ def _monitor(extractor: nn.Module | None = None, **kwargs: Any) -> FailureModeMo
 def test_fit_mines_every_epoch_caches_features_and_emits(tmp_path: Path) -> None:
     sink = MemorySink()
     monitor = _monitor(sinks=[sink], alert_coverage=0.0, alert_delta=0.0)
-    trainer = _trainer(tmp_path, [monitor])
+    trainer = cpu_trainer(tmp_path, [monitor])
     with pytest.warns(FailureModeAlertWarning, match="failure mode in group"):
         trainer.fit(_model(), _data())
     assert [r.epoch for r in monitor.history] == [0, 1]  # the sanity check is skipped
@@ -112,7 +96,7 @@ def test_fit_mines_every_epoch_caches_features_and_emits(tmp_path: Path) -> None
 def test_validate_state_round_trip_pickle_and_two_monitors(tmp_path: Path) -> None:
     first, second = _monitor(), _monitor(grouping="label", images=0)
     assert first.state_key != second.state_key
-    _trainer(tmp_path, [first, second]).validate(_model(), _data())
+    cpu_trainer(tmp_path, [first, second]).validate(_model(), _data())
     assert [r.grouping for r in (first.history[0], second.history[0])] == ["prediction", "label"]
     path = tmp_path / "state.pt"
     torch.save(first.state_dict(), path)
@@ -126,13 +110,13 @@ def test_validate_state_round_trip_pickle_and_two_monitors(tmp_path: Path) -> No
 def test_resume_keeps_the_feature_cache_and_the_history(tmp_path: Path) -> None:
     monitor = _monitor(images=0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    _trainer(tmp_path, [monitor, checkpoint], max_epochs=1, enable_checkpointing=True).fit(
+    cpu_trainer(tmp_path, [monitor, checkpoint], max_epochs=1, enable_checkpointing=True).fit(
         _model(), _data()
     )
     assert [r.epoch for r in monitor.history] == [0]
     resumed = _monitor(images=0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    _trainer(tmp_path, [resumed, checkpoint], enable_checkpointing=True).fit(
+    cpu_trainer(tmp_path, [resumed, checkpoint], enable_checkpointing=True).fit(
         _model(), _data(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
     )
     assert [r.epoch for r in resumed.history] == [0, 1]
@@ -147,7 +131,7 @@ def test_a_model_that_never_fails_reports_not_enough_failures(tmp_path: Path) ->
             return {"preds": batch["target"].float(), "target": batch["target"]}
 
     monitor = _monitor()
-    _trainer(tmp_path, [monitor]).validate(Oracle(channels=(4, 8)), _data())
+    cpu_trainer(tmp_path, [monitor]).validate(Oracle(channels=(4, 8)), _data())
     report = monitor.history[0]
     assert report.modes == () and monitor.alerts == []
     assert set(report.status.values()) == {"not enough failures"}
@@ -161,7 +145,7 @@ def test_nan_features_fail_clearly(tmp_path: Path) -> None:
             return torch.full((images.shape[0], 4), float("nan"))
 
     with pytest.raises(ValueError, match=r"`features`.*(NaN|finite)"):
-        _trainer(tmp_path, [_monitor(Broken())]).validate(_model(), _data())
+        cpu_trainer(tmp_path, [_monitor(Broken())]).validate(_model(), _data())
 
 
 def test_an_extractor_output_that_is_not_features_fails_clearly(tmp_path: Path) -> None:
@@ -170,7 +154,7 @@ def test_an_extractor_output_that_is_not_features_fails_clearly(tmp_path: Path) 
             return images.sum(dim=(1, 2, 3))
 
     with pytest.raises(ValueError, match=r"extractor's output to be \(N, D\) features"):
-        _trainer(tmp_path, [_monitor(Flat())]).validate(_model(), _data())
+        cpu_trainer(tmp_path, [_monitor(Flat())]).validate(_model(), _data())
 
 
 def test_a_feature_layer_gives_features_and_heatmaps(tmp_path: Path) -> None:
@@ -178,7 +162,7 @@ def test_a_feature_layer_gives_features_and_heatmaps(tmp_path: Path) -> None:
     extractor = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 2, 1))
     sink = MemorySink()
     monitor = _monitor(extractor, feature_layer="1", sinks=[sink], attack_steps=3)
-    _trainer(tmp_path, [monitor]).validate(_model(), _data())
+    cpu_trainer(tmp_path, [monitor]).validate(_model(), _data())
     assert monitor.history[0].num_samples == 150
     assert next(iter(monitor._cache.values())).shape == (6,)  # layer "1": 6 channels, pooled
     assert sink.images
@@ -214,14 +198,14 @@ def test_planted_hard_condition_is_the_top_failure_mode(tmp_path: Path) -> None:
     torch.manual_seed(0)
     data = ScenesDataModule(num_train=1500, num_val=1000, num_test=32, batch_size=64)
     model = SceneClassifier(channels=(8, 16, 32))
-    _trainer(tmp_path, [], max_epochs=3, limit_train_batches=None, num_sanity_val_steps=0).fit(
+    cpu_trainer(tmp_path, [], max_epochs=3, limit_train_batches=None, num_sanity_val_steps=0).fit(
         model, data
     )
     train = make_scenes(1500, seed=0, split="train")
     extractor = make_robust_extractor((train.images, train.targets), num_classes=2, epochs=4)
     sink = MemorySink()
     monitor = _monitor(extractor, num_features=20, min_samples_leaf=10, sinks=[sink])
-    _trainer(tmp_path, [monitor]).validate(model, data)
+    cpu_trainer(tmp_path, [monitor]).validate(model, data)
     report = monitor.history[0]
 
     val = data.val_data
@@ -272,7 +256,7 @@ def test_a_robust_extractor_is_trained_once_and_resumed(
     options = {"max_samples": 100, "epochs": 1, "widths": (4, 8, 16)}
     monitor = _monitor("robust", images=0, robust_options=options)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    _trainer(tmp_path, [monitor, checkpoint], max_epochs=1, enable_checkpointing=True).fit(
+    cpu_trainer(tmp_path, [monitor, checkpoint], max_epochs=1, enable_checkpointing=True).fit(
         _model(), _data()
     )
     extractor = monitor._extractor
@@ -285,7 +269,7 @@ def test_a_robust_extractor_is_trained_once_and_resumed(
     monkeypatch.setattr("lightning_insight.failure_modes.callback.make_robust_extractor", refuse)
     resumed = _monitor("robust", images=0, robust_options=options)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    _trainer(tmp_path, [resumed, checkpoint], enable_checkpointing=True).fit(
+    cpu_trainer(tmp_path, [resumed, checkpoint], enable_checkpointing=True).fit(
         _model(), _data(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
     )
     assert [r.epoch for r in resumed.history] == [0, 1]
@@ -298,7 +282,7 @@ def test_a_robust_extractor_needs_a_datamodule(tmp_path: Path) -> None:
     data = _data()
     data.setup("validate")
     with pytest.raises(RuntimeError, match=r"'robust'.*no datamodule"):
-        _trainer(tmp_path, [_monitor("robust")]).validate(_model(), data.val_dataloader())
+        cpu_trainer(tmp_path, [_monitor("robust")]).validate(_model(), data.val_dataloader())
     with pytest.raises(
         ValueError, match=r"`feature_layer` to be None with feature_extractor='robust'"
     ):

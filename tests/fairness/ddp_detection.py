@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
-from pytorch_lightning import Trainer
-
 from lightning_insight import FairnessMonitor, MemorySink
 from tests.fairness.detection_module import FixedDetector
+from tests.trainers import process_trainer
 
 SLICES = ["weather", "occluded", "weather&night", "box_area:0,1024,9216,inf"]
 
@@ -21,16 +20,7 @@ def main(out: str, devices: int) -> None:
     monitor = FairnessMonitor(
         "detection", SLICES, min_support=1, sinks=[MemorySink()], bootstrap=10
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[monitor],
-    )
+    trainer = process_trainer(devices, [monitor])
     trainer.validate(FixedDetector(seed=11, images=45, batch_size=4))
     if trainer.is_global_zero:
         with open(out, "w") as f:

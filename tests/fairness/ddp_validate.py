@@ -11,11 +11,11 @@ import sys
 from typing import Any
 
 import torch
-from pytorch_lightning import Trainer
 
 from lightning_insight import FairnessMonitor, MemorySink
 from lightning_insight.batch import BatchData
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
+from tests.trainers import process_trainer
 
 
 def with_rare_value(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> BatchData:
@@ -37,17 +37,8 @@ def fit_until_alert(out: str, devices: int) -> None:
         min_support=1,
         sinks=[MemorySink()],
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp",
-        max_epochs=5,
-        limit_train_batches=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[monitor],
+    trainer = process_trainer(
+        devices, [monitor], strategy="ddp", max_epochs=5, limit_train_batches=2
     )
     trainer.fit(
         SceneClassifier(channels=(4, 8)), ScenesDataModule(num_train=64, num_val=64, batch_size=16)
@@ -75,16 +66,7 @@ def main(out: str, devices: int) -> None:
         sinks=[MemorySink()],
         bootstrap=50,
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[monitor],
-    )
+    trainer = process_trainer(devices, [monitor])
     trainer.validate(model, data)
     if trainer.is_global_zero:
         with open(out, "w") as f:

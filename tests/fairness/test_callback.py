@@ -20,6 +20,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from lightning_insight import FairnessAlertWarning, FairnessMonitor, MemorySink, slice_metrics
 from lightning_insight.batch import BatchData
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
+from tests.trainers import cpu_trainer
 
 SLICES = ["weather", "timeofday", "weather&timeofday"]
 # the contract from ARCHITECTURE.md, spelled out rather than imported
@@ -38,20 +39,7 @@ def _model() -> SceneClassifier:
 
 
 def _trainer(tmp_path: Path, callbacks: list[Any], **kwargs: Any) -> Trainer:
-    options: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 2,
-        "limit_train_batches": 2,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "logger": False,
-        "enable_checkpointing": False,
-        "default_root_dir": str(tmp_path),
-        "num_sanity_val_steps": 2,
-    }
-    options.update(kwargs)
-    return Trainer(callbacks=callbacks, **options)
+    return cpu_trainer(tmp_path, callbacks, **{"num_sanity_val_steps": 2, **kwargs})
 
 
 def _predictions(
