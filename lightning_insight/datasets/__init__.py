@@ -2,8 +2,10 @@
 
 ``make_scenes``, ``load_bdd100k``, ``make_synthetic_bdd`` and their data classes need only numpy, torch
 and Pillow; ``ScenesDataModule``, ``SceneClassifier`` (:mod:`lightning_insight.datasets.lightning`) and
-``BDDDataModule`` (:mod:`lightning_insight.datasets.bdd_lightning`) are imported on first use, so
-importing this package does not import Lightning.
+``BDDDataModule`` (:mod:`lightning_insight.datasets.bdd_lightning`) and ``FashionMNISTDataModule``,
+``FashionClassifier`` (:mod:`lightning_insight.datasets.fashion_mnist`, the real Fashion-MNIST from
+its IDX files, read by :func:`read_idx`) are imported on first use, so importing this package does not
+import Lightning.
 """
 
 from __future__ import annotations
@@ -19,16 +21,20 @@ from lightning_insight.datasets.bdd100k import (
     load_bdd100k,
     make_synthetic_bdd,
 )
+from lightning_insight.datasets.idx import read_idx, read_idx_pair
 from lightning_insight.datasets.scenes import PlantedTruth, SceneData, ScenesDataset, make_scenes
 
 if TYPE_CHECKING:
     from lightning_insight.datasets.bdd_lightning import BDDDataModule
+    from lightning_insight.datasets.fashion_mnist import FashionClassifier, FashionMNISTDataModule
     from lightning_insight.datasets.lightning import SceneClassifier, ScenesDataModule
 
 __all__ = [
     "BDDDataModule",
     "BDDDetectionDataset",
     "BDDFrame",
+    "FashionClassifier",
+    "FashionMNISTDataModule",
     "PlantedTruth",
     "SceneClassifier",
     "SceneData",
@@ -39,10 +45,14 @@ __all__ = [
     "load_bdd100k",
     "make_scenes",
     "make_synthetic_bdd",
+    "read_idx",
+    "read_idx_pair",
 ]
 
 _LIGHTNING_MODULES: dict[str, str] = {
     "BDDDataModule": "lightning_insight.datasets.bdd_lightning",
+    "FashionClassifier": "lightning_insight.datasets.fashion_mnist",
+    "FashionMNISTDataModule": "lightning_insight.datasets.fashion_mnist",
     "SceneClassifier": "lightning_insight.datasets.lightning",
     "ScenesDataModule": "lightning_insight.datasets.lightning",
 }
