@@ -23,10 +23,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_insight.datasets.idx import read_idx_pair
+from lightning_insight.datasets.lightning import SplitDataModule
 
 __all__ = [
     "ATTRIBUTE_BINS",
@@ -246,7 +247,7 @@ def _check_count(name: str, value: object, *, available: int) -> None:
         )
 
 
-class FashionMNISTDataModule(pl.LightningDataModule):
+class FashionMNISTDataModule(SplitDataModule):
     """Fashion-MNIST's training split for training; its test split, halved, for validation and test.
 
     ``fit`` trains on ``num_train`` images drawn (seeded) from the 60,000 of ``train`` (all when None);
@@ -338,44 +339,6 @@ class FashionMNISTDataModule(pl.LightningDataModule):
             self.val_data = self._subset("t10k", 0, self.num_val)
         if stage in ("test", "predict") and self.test_data is None:
             self.test_data = self._subset("t10k", self.num_val, self.num_test)
-
-    def _loader(
-        self, data: FashionMNISTDataset | None, split: str, *, shuffle: bool
-    ) -> DataLoader[dict[str, Any]]:
-        if data is None:
-            raise RuntimeError(
-                f"The {split} split has not been loaded. HINT: call `setup()` with the matching stage "
-                "first, or pass the datamodule to a Trainer."
-            )
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            data,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    @override
-    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """The training loader, shuffled with a generator seeded by ``seed``."""
-        return self._loader(self.train_data, "train", shuffle=True)
-
-    @override
-    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """The validation loader, in sample-id order."""
-        return self._loader(self.val_data, "val", shuffle=False)
-
-    @override
-    def test_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """The test loader, in sample-id order."""
-        return self._loader(self.test_data, "test", shuffle=False)
-
-    @override
-    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """The test split, in sample-id order."""
-        return self._loader(self.test_data, "test", shuffle=False)
 
 
 class FashionClassifier(pl.LightningModule):

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from lightning_insight.datasets.scenes import SceneData, ScenesDataset, make_scenes
@@ -41,7 +41,65 @@ def _check_fraction(name: str, value: object, *, upper: float, closed: bool) -> 
         )
 
 
-class ScenesDataModule(pl.LightningDataModule):
+class SplitDataModule(pl.LightningDataModule):
+    """The loaders every DataModule of this package shares.
+
+    ``train_data``/``val_data``/``test_data`` (set by ``setup``) are served in batches of
+    ``batch_size``; training shuffled by a generator seeded with ``seed``, the others in sample order;
+    ``num_workers`` worker processes. Subclasses set those attributes and may turn a split into a
+    dataset with :meth:`_dataset`.
+    """
+
+    train_data: Any
+    val_data: Any
+    test_data: Any
+    batch_size: int
+    seed: int
+    num_workers: int
+
+    def _dataset(self, data: Any) -> Dataset[dict[str, Any]]:
+        """The dataset a split is served from (the split itself by default)."""
+        dataset: Dataset[dict[str, Any]] = data
+        return dataset
+
+    def _loader(self, data: Any, split: str, *, shuffle: bool) -> DataLoader[dict[str, Any]]:
+        if data is None:
+            raise RuntimeError(
+                f"The {split} split has not been set up. HINT: call `setup()` with the matching stage "
+                "first, or pass the datamodule to a Trainer."
+            )
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self._dataset(data),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    @override
+    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """The training loader, shuffled with a generator seeded by ``seed``."""
+        return self._loader(self.train_data, "train", shuffle=True)
+
+    @override
+    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """The validation loader, in sample order."""
+        return self._loader(self.val_data, "val", shuffle=False)
+
+    @override
+    def test_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """The test loader, in sample order."""
+        return self._loader(self.test_data, "test", shuffle=False)
+
+    @override
+    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """The test split, in sample order."""
+        return self._loader(self.test_data, "test", shuffle=False)
+
+
+class ScenesDataModule(SplitDataModule):
     """Train, validation and test splits of :func:`~lightning_insight.datasets.make_scenes`.
 
     The training split carries the spurious corner cue with the given agreement; the validation and test
@@ -136,43 +194,9 @@ class ScenesDataModule(pl.LightningDataModule):
         if stage in ("test", "predict") and self.test_data is None:
             self.test_data = self._make(self.num_test, "test")
 
-    def _loader(
-        self, data: SceneData | None, split: str, *, shuffle: bool
-    ) -> DataLoader[dict[str, Any]]:
-        if data is None:
-            raise RuntimeError(
-                f"The {split} split has not been generated. HINT: call `setup()` with the matching stage "
-                "first, or pass the datamodule to a Trainer."
-            )
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            ScenesDataset(data),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
     @override
-    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """The training loader, shuffled with a generator seeded by ``seed``."""
-        return self._loader(self.train_data, "train", shuffle=True)
-
-    @override
-    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """The validation loader, in sample order."""
-        return self._loader(self.val_data, "val", shuffle=False)
-
-    @override
-    def test_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """The test loader, in sample order."""
-        return self._loader(self.test_data, "test", shuffle=False)
-
-    @override
-    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """The test split, in sample order."""
-        return self._loader(self.test_data, "test", shuffle=False)
+    def _dataset(self, data: Any) -> Dataset[dict[str, Any]]:
+        return ScenesDataset(data)
 
 
 class SceneClassifier(pl.LightningModule):

@@ -177,7 +177,7 @@ def test_too_many_images_for_the_files(root: Path) -> None:
     datamodule.setup("validate")
     with pytest.raises(ValueError, match=r"at most 60 images from 't10k' .* ask for 70"):
         datamodule.setup("test")
-    with pytest.raises(RuntimeError, match=r"The test split has not been loaded"):
+    with pytest.raises(RuntimeError, match=r"The test split has not been set up"):
         datamodule.test_dataloader()
 
 

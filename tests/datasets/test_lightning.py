@@ -108,7 +108,7 @@ def test_datamodule_splits_and_loaders() -> None:
     assert datamodule.hparams["num_val"] == 30
     assert datamodule.hparams["spurious_correlation"] == 0.9
     with pytest.raises(
-        RuntimeError, match=r"The val split has not been generated\. HINT: call `setup\(\)`"
+        RuntimeError, match=r"The val split has not been set up\. HINT: call `setup\(\)`"
     ):
         datamodule.val_dataloader()
 
