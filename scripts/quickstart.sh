@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs lightning-insight into .venv (through the lock file) and runs the quickstart:
-# a small CNN on the embedded synthetic scenes data with FairnessMonitor on; TensorBoard logs and the
+# a small CNN on the embedded synthetic scenes data with every monitor on; TensorBoard logs and the
 # CSV report land in lightning_logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
