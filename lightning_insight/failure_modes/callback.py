@@ -25,6 +25,7 @@ from lightning_insight.discovery.finder import (
     read_probe_batch,
     select_probe,
 )
+from lightning_insight.failure_modes.functional import detection_misses
 from lightning_insight.failure_modes.miner import FailureModeMiner
 from lightning_insight.failure_modes.results import FailureModeReport
 from lightning_insight.failure_modes.robust import (
@@ -40,7 +41,7 @@ __all__ = ["FailureModeAlert", "FailureModeAlertWarning", "FailureModeMonitor"]
 
 log = logging.getLogger(__name__)
 
-TASKS = ("binary", "multiclass")
+TASKS = ("binary", "multiclass", "detection")
 
 
 class FailureModeAlertWarning(UserWarning):
@@ -117,13 +118,19 @@ class FailureModeMonitor(SinkCallback):
             an extractor with a ``feature_map(images)`` method (like
             :class:`~lightning_insight.failure_modes.RobustExtractor`) gives the heatmaps.
         task: ``"binary"`` (``preds`` are probabilities or scores of class 1, cut at ``threshold``, or
-            hard labels) or ``"multiclass"`` (``(N, C)`` scores or ``(N,)`` labels).
+            hard labels), ``"multiclass"`` (``(N, C)`` scores or ``(N,)`` labels) or ``"detection"``
+            (``preds``/``target`` are per-image dicts in torchmetrics' format; an image fails when
+            it has a missed object, see :func:`~lightning_insight.failure_modes.functional.detection_misses`;
+            every image is in one group, ``"all"``).
         threshold: The binary decision threshold.
+        iou_threshold: Detection: the IoU a detection needs to find an object.
+        score_threshold: Detection: detections below this score do not count.
         every_n_epochs: Mine on every n-th validation epoch of ``fit``; ``validate()`` always does.
         max_depth: Depth of each failure tree.
         num_features: Features kept by mutual information.
         min_samples_leaf: Smallest leaf (count, or fraction of the group).
-        grouping: ``"prediction"`` (Barlow's default), ``"label"`` or ``"all"``.
+        grouping: ``"prediction"`` (Barlow's default), ``"label"`` or ``"all"``; ``None`` for
+            ``"prediction"`` (``"all"`` for detection, the only grouping there).
         min_failures: Groups with fewer failures are reported as "not enough failures".
         alert_coverage: ``c``: a mode must hold at least this share of its group's failures to alert.
         alert_delta: ``delta``: and have an error rate at least this far above its group's base rate.
@@ -172,11 +179,13 @@ class FailureModeMonitor(SinkCallback):
         *,
         task: str = "multiclass",
         threshold: float = 0.5,
+        iou_threshold: float = 0.5,
+        score_threshold: float = 0.3,
         every_n_epochs: int = 1,
         max_depth: int = 3,
         num_features: int = 50,
         min_samples_leaf: int | float = 10,
-        grouping: str = "prediction",
+        grouping: str | None = None,
         min_failures: int = 10,
         alert_coverage: float = 0.1,
         alert_delta: float = 0.2,
@@ -214,8 +223,17 @@ class FailureModeMonitor(SinkCallback):
                 ) from error
         if task not in TASKS:
             raise ValueError(f"Expected argument `task` to be one of {TASKS}, but got {task!r}.")
+        if grouping is None:
+            grouping = "all" if task == "detection" else "prediction"
+        if task == "detection" and grouping != "all":
+            raise ValueError(
+                f"Expected argument `grouping` to be 'all' (or None) for task='detection' (an image "
+                f"has no single predicted class), but got {grouping!r}."
+            )
         for name, value in (
             ("threshold", threshold),
+            ("iou_threshold", iou_threshold),
+            ("score_threshold", score_threshold),
             ("alert_coverage", alert_coverage),
             ("alert_delta", alert_delta),
         ):
@@ -243,6 +261,8 @@ class FailureModeMonitor(SinkCallback):
         self.feature_layer = feature_layer
         self.task = task
         self.threshold = float(threshold)
+        self.iou_threshold = float(iou_threshold)
+        self.score_threshold = float(score_threshold)
         self.every_n_epochs = every_n_epochs
         self.grouping = grouping
         self.alert_coverage = float(alert_coverage)
@@ -369,8 +389,18 @@ class FailureModeMonitor(SinkCallback):
         count = int(inputs.shape[0])
         ids = batch_sample_ids(data.sample_ids, seen=self._seen, count=count)
         self._seen += count
-        predicted = _predicted_labels(data.preds, self.task, self.threshold)
-        labels = np.asarray(torch.as_tensor(data.target).cpu()).reshape(-1).astype(np.int64)
+        if self.task == "detection":
+            # an image's "prediction" is whether it missed an object, against a label of "found all"
+            predicted = detection_misses(
+                data.preds,
+                data.target,
+                iou_threshold=self.iou_threshold,
+                score_threshold=self.score_threshold,
+            ).astype(np.int64)
+            labels = np.zeros(count, dtype=np.int64)
+        else:
+            predicted = _predicted_labels(data.preds, self.task, self.threshold)
+            labels = np.asarray(torch.as_tensor(data.target).cpu()).reshape(-1).astype(np.int64)
         if not predicted.shape[0] == labels.shape[0] == ids.shape[0] == count:
             raise ValueError(
                 f"Expected one prediction, label and sample id per input ({count}), but got "

@@ -21,6 +21,9 @@ as ``(feature_index, threshold, direction)`` conditions with direction ``"<="`` 
 ``">"`` (right child), root first. scikit-learn's trees compare ``float32`` copies of the features with
 ``float64`` thresholds, so a value within float32 rounding of a threshold is placed as its float32
 copy says.
+
+For detection models, :func:`detection_misses` gives the failure indicator: an image with a missed
+object fails.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "average_leaf_error_rate",
     "base_error_rate",
     "decision_paths",
+    "detection_misses",
     "fit_failure_tree",
     "leaf_errors",
     "mutual_information",
@@ -380,3 +384,80 @@ def average_leaf_error_rate(leaf_ids: Any, failures: Any) -> float:
     if not table.failures.sum():
         return float("nan")
     return float(np.sum(table.error_coverage * table.error_rate))
+
+
+def _box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """IoU of every pair of xyxy boxes, ``(len(first), len(second))``."""
+    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
+    bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
+    overlap = np.clip(bottom_right - top_left, 0.0, None).prod(axis=2)
+    area_first = (first[:, 2:] - first[:, :2]).clip(0.0).prod(axis=1)
+    area_second = (second[:, 2:] - second[:, :2]).clip(0.0).prod(axis=1)
+    union = area_first[:, None] + area_second[None, :] - overlap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, overlap / union, 0.0)
+
+
+def _array(value: Any, columns: int | None = None) -> np.ndarray:
+    data = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=np.float64)
+    return data.reshape(-1, columns) if columns else data.reshape(-1)
+
+
+def detection_misses(
+    preds: Any, target: Any, *, iou_threshold: float = 0.5, score_threshold: float = 0.0
+) -> BoolArray:
+    """Whether each image has a missed object: an image-level failure for detection models.
+
+    An image fails when one of its ground-truth boxes (``iscrowd`` boxes aside) is matched by no
+    detection of its class with ``score >= score_threshold`` at IoU ``>= iou_threshold``. Matching is
+    COCO's greedy rule: detections in descending score order, each taking the unmatched box of its class
+    it overlaps most (at least the threshold).
+
+    Args:
+        preds: Per image, a dict with ``boxes`` (xyxy), ``scores`` and ``labels`` (torchmetrics format).
+        target: Per image, a dict with ``boxes``, ``labels`` and optionally ``iscrowd``.
+        iou_threshold: The IoU a match needs.
+        score_threshold: Detections below this score are not counted (the operating point).
+
+    Returns:
+        A boolean array, one entry per image.
+
+    Raises:
+        ValueError: If ``preds`` and ``target`` have different lengths.
+
+    Example:
+        >>> import torch
+        >>> box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+        >>> found = {"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
+        >>> truth = {"boxes": box, "labels": torch.tensor([1])}
+        >>> detection_misses([found, found], [truth, {"boxes": box, "labels": torch.tensor([2])}]).tolist()
+        [False, True]
+    """
+    if len(preds) != len(target):
+        raise ValueError(
+            f"Expected one prediction dict per target dict, but got {len(preds)} predictions and "
+            f"{len(target)} targets."
+        )
+    out = np.zeros(len(target), dtype=bool)
+    for image, (pred, truth) in enumerate(zip(preds, target, strict=True)):
+        gt_boxes, gt_labels = _array(truth["boxes"], 4), _array(truth["labels"])
+        crowd = (
+            _array(truth["iscrowd"]).astype(bool)
+            if "iscrowd" in truth
+            else np.zeros(len(gt_labels), dtype=bool)
+        )
+        scores = _array(pred["scores"])
+        keep = scores >= score_threshold
+        dt_boxes, dt_labels = _array(pred["boxes"], 4)[keep], _array(pred["labels"])[keep]
+        order = np.argsort(-scores[keep], kind="stable")
+        matched = np.zeros(len(gt_labels), dtype=bool)
+        for detection in order:
+            same = np.flatnonzero((gt_labels == dt_labels[detection]) & ~matched)
+            if same.size == 0:
+                continue
+            overlaps = _box_iou(dt_boxes[detection : detection + 1], gt_boxes[same])[0]
+            best = int(np.argmax(overlaps))
+            if overlaps[best] >= iou_threshold:
+                matched[same[best]] = True
+        out[image] = bool((~matched & ~crowd).any())
+    return out

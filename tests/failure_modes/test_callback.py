@@ -287,3 +287,64 @@ def test_a_robust_extractor_needs_a_datamodule(tmp_path: Path) -> None:
         ValueError, match=r"`feature_layer` to be None with feature_extractor='robust'"
     ):
         FailureModeMonitor("robust", feature_layer="backbone")
+
+
+def test_detection_failure_modes_find_the_images_where_objects_are_missed(tmp_path: Path) -> None:
+    # A detector that finds every object in bright images and none in dark ones; an extractor whose
+    # features are the mean colour: the top mode is "dark", with every dark image a failure.
+    import pytorch_lightning as pl
+
+    class Detector(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(1, 1)
+
+        def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+            preds = []
+            for image, target in zip(batch["image"], batch["target"], strict=True):
+                found = float(image.mean()) >= 0.5
+                boxes = target["boxes"] if found else torch.zeros(0, 4)
+                preds.append(
+                    {
+                        "boxes": boxes,
+                        "scores": torch.full((len(boxes),), 0.9),
+                        "labels": target["labels"][: len(boxes)],
+                    }
+                )
+            return {"preds": preds, "target": batch["target"]}
+
+    generator = torch.Generator().manual_seed(0)
+    brightness = torch.rand(120, generator=generator)
+    items = [
+        {
+            "image": torch.full((3, 8, 8), float(b)),
+            "target": {"boxes": torch.tensor([[1.0, 1.0, 6.0, 6.0]]), "labels": torch.tensor([1])},
+            "sample_id": i,
+        }
+        for i, b in enumerate(brightness)
+    ]
+
+    def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "image": torch.stack([b["image"] for b in batch]),
+            "target": [b["target"] for b in batch],
+            "sample_id": torch.tensor([b["sample_id"] for b in batch]),
+        }
+
+    loader = torch.utils.data.DataLoader(items, batch_size=32, collate_fn=collate)  # type: ignore[arg-type]
+    extractor = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    monitor = _monitor(extractor, task="detection", num_features=3, images=1, max_depth=1)
+    cpu_trainer(tmp_path, [monitor]).validate(Detector(), loader)
+    report = monitor.history[0]
+    assert report.grouping == "all" and report.base_error_rate == {
+        "all": pytest.approx(float((brightness < 0.5).float().mean()))
+    }
+    top = report.modes[0]
+    ((_, threshold, direction),) = top.path
+    assert direction == "<=" and abs(threshold - 0.5) < 0.05
+    dark = {i for i, b in enumerate(brightness.tolist()) if b < 0.5}
+    assert top.error_rate == 1.0 and set(top.sample_ids) == dark
+    with pytest.raises(
+        ValueError, match=r"`grouping` to be 'all' \(or None\) for task='detection'"
+    ):
+        FailureModeMonitor(extractor, task="detection", grouping="prediction")

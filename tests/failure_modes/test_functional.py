@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+import torch
 
 from lightning_insight.failure_modes.functional import (
     average_leaf_error_rate,
     base_error_rate,
     decision_paths,
+    detection_misses,
     fit_failure_tree,
     leaf_errors,
     mutual_information,
@@ -133,3 +137,46 @@ def test_node_error_counts_are_raw_counts() -> None:
             members = tree.apply(x) == node
             assert sizes[node] == members.sum()
             assert errors[node] == failures[members].sum()
+
+
+def _detections(boxes: list[list[float]], scores: list[float], labels: list[int]) -> dict[str, Any]:
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
+
+
+def test_detection_misses_follow_coco_greedy_matching() -> None:
+    box, near, far = [0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [50.0, 50.0, 60.0, 60.0]
+    two = {"boxes": torch.tensor([box, far]), "labels": torch.tensor([1, 1])}
+    crowd = {
+        "boxes": torch.tensor([box, far]),
+        "labels": torch.tensor([1, 1]),
+        "iscrowd": torch.tensor([0, 1]),
+    }
+    cases = [
+        (_detections([near, far], [0.9, 0.8], [1, 1]), two, False),  # both found (IoU 0.68 >= 0.5)
+        (_detections([near], [0.9], [1]), two, True),  # the far object is missed
+        (_detections([near, far], [0.9, 0.8], [1, 2]), two, True),  # wrong class at the far one
+        (_detections([near, far], [0.9, 0.1], [1, 1]), two, True),  # far one under the score cut
+        (_detections([near], [0.9], [1]), crowd, False),  # an unmatched crowd box is no miss
+        # one detection cannot find two objects: the better-scored duplicate takes one, not both
+        (
+            _detections([near, near], [0.9, 0.8], [1, 1]),
+            {"boxes": torch.tensor([box, near]), "labels": torch.tensor([1, 1])},
+            False,
+        ),
+        (
+            _detections([near], [0.9], [1]),
+            {"boxes": torch.tensor([box, near]), "labels": torch.tensor([1, 1])},
+            True,
+        ),
+        (_detections([], [], []), {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}, False),
+    ]
+    got = detection_misses([c[0] for c in cases], [c[1] for c in cases], score_threshold=0.3)
+    assert got.tolist() == [c[2] for c in cases]
+    strict = detection_misses([cases[0][0]], [two], iou_threshold=0.7)
+    assert strict.tolist() == [True]  # IoU 0.68 is not enough at 0.7
+    with pytest.raises(ValueError, match="one prediction dict per target dict, but got 1"):
+        detection_misses([cases[0][0]], [two, two])
