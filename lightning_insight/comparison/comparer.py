@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
+#: How regions are embedded (besides an ``nn.Module``): see :class:`AttributionComparer`.
+EMBEDDINGS: tuple[str, ...] = ("reference", "both")
+
 #: Attributions are computed this many probe images at a time.
 _CHUNK = 128
 
@@ -174,6 +177,12 @@ class AttributionComparer:
             attributed by both models).
         embedding_layer: Model A's layer whose feature map embeds the regions; ``None`` for
             ``layer_a``.
+        embedding: What embeds a region: ``"reference"`` (model A's feature map at
+            ``embedding_layer``, averaged over the cell), ``"both"`` (that, next to model B's feature
+            map at ``layer_b``: regions only one model has learned to see are told apart too; on the
+            planted-shift scenes the top cluster is the cue corner on every training seed tried,
+            against one seed of four with ``"reference"``), or any ``nn.Module`` returning a 4-D
+            feature map of the inputs (a shared, separate extractor, as IMACS).
         n_steps: Integration steps of the two Integrated Gradients methods.
 
     Raises:
@@ -208,6 +217,7 @@ class AttributionComparer:
         target: str = "label",
         embedding_layer: str | None = None,
         n_steps: int = 16,
+        embedding: str | nn.Module = "reference",
     ) -> None:
         self.layer_a = layer_a
         self.layer_b = layer_b
@@ -221,6 +231,7 @@ class AttributionComparer:
         self.target = target
         self.embedding_layer = embedding_layer
         self.n_steps = n_steps
+        self.embedding = embedding
 
     def check_params(self) -> None:
         """Validate the constructor arguments (``fit`` calls this first).
@@ -250,6 +261,11 @@ class AttributionComparer:
         _check_int("random_state", self.random_state, 0)
         _check_int("bootstrap", self.bootstrap, 1)
         _check_int("n_steps", self.n_steps, 1)
+        if not isinstance(self.embedding, nn.Module) and self.embedding not in EMBEDDINGS:
+            raise ValueError(
+                f"Expected argument `embedding` to be one of {EMBEDDINGS} or an nn.Module, but got "
+                f"{self.embedding!r}."
+            )
         if self.num_clusters is not None:
             _check_int("num_clusters", self.num_clusters, 2)
             if self.max_samples < self.num_clusters:
@@ -382,12 +398,7 @@ class AttributionComparer:
             maps_b.append(small_maps(result_b.maps))
             masses_a.append(cell_masses(result_a.maps, size, self.grid).cpu())
             masses_b.append(cell_masses(result_b.maps, size, self.grid).cpu())
-            activations = (
-                result_a.activations
-                if self.embedding_layer is None
-                else _activations(model_a, self.embedding_layer, x.to(device))
-            )
-            features.append(_cell_features(activations, size, self.grid).cpu())
+            features.append(self._embed(model_a, result_a.activations, result_b.activations, x))
             predictions_a.append(result_a.logits.argmax(dim=1).cpu())
             predictions_b.append(result_b.logits.argmax(dim=1).cpu())
         attribution_a = torch.cat(masses_a).double().numpy()
@@ -465,6 +476,41 @@ class AttributionComparer:
             masses_b=attribution_b,
         )
         return report, evidence
+
+    def _embed(
+        self,
+        model_a: nn.Module,
+        activations_a: torch.Tensor,
+        activations_b: torch.Tensor,
+        inputs: torch.Tensor,
+    ) -> torch.Tensor:
+        """Cell features ``(N, cells, D)`` of a chunk, as ``embedding`` asks."""
+        size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        if isinstance(self.embedding, nn.Module):
+            device = next((p.device for p in self.embedding.parameters()), inputs.device)
+            with torch.no_grad():
+                mapped = self.embedding(inputs.to(device))
+            if not isinstance(mapped, torch.Tensor) or mapped.ndim != 4:
+                got = (
+                    tuple(mapped.shape)
+                    if isinstance(mapped, torch.Tensor)
+                    else type(mapped).__name__
+                )
+                raise ValueError(
+                    f"Expected argument `embedding` (a module) to return a 4-D feature map "
+                    f"(N, C, h, w), but got {got}."
+                )
+            return _cell_features(mapped, size, self.grid).cpu()
+        device = activations_a.device
+        reference = (
+            activations_a
+            if self.embedding_layer is None
+            else _activations(model_a, self.embedding_layer, inputs.to(device))
+        )
+        cells = _cell_features(reference, size, self.grid).cpu()
+        if self.embedding == "both":
+            cells = torch.cat([cells, _cell_features(activations_b, size, self.grid).cpu()], dim=-1)
+        return cells
 
     def _cluster(
         self,

@@ -99,6 +99,46 @@ def test_planted_shift_cue_regions_rank_first_with_b_above_a(
     assert [c.cluster_id for c in report.clusters] == list(range(len(report.clusters)))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_planted_shift_with_both_models_features_holds_on_every_seed(
+    seed: int, loader: DataLoader[Any], val: SceneData, one_torch_thread: None
+) -> None:
+    # With model A's features alone the cue corner is found on seed 0 only (A, trained on the object,
+    # barely sees the red corner); with both models' features it is the top cluster on each seed.
+    object_model = train_scene_net(carrier="object", seed=seed)
+    cue_model = train_scene_net(carrier="cue", seed=seed)
+    report = AttributionComparer("backbone.2", max_samples=400, embedding="both").fit(
+        object_model, cue_model, loader
+    )
+    cue = dict(zip(val.sample_ids.tolist(), val.truth.spurious_cue.tolist(), strict=True))
+
+    def cue_corner(cluster: Any) -> np.ndarray[Any, Any]:
+        return np.array([box == CORNER and cue[sample] for sample, box in cluster.exemplars])
+
+    total = sum(int(cue_corner(c).sum()) for c in report.clusters)
+    top = report.clusters[0]
+    assert top.lower > 0.3 and cue_corner(top).mean() >= 0.9
+    cue_clusters = [c for c in report.clusters if cue_corner(c).mean() >= 0.5]
+    assert all(c.lower > 0 for c in cue_clusters)  # every cue cluster: B > A
+    assert sum(int(cue_corner(c).sum()) for c in cue_clusters) >= 0.9 * total
+    a_above_b = [c for c in report.clusters if c.upper < 0]
+    assert a_above_b and all(cue_corner(c).sum() == 0 for c in a_above_b)
+
+
+def test_any_module_can_embed_the_regions() -> None:
+    torch.manual_seed(0)
+    extractor = nn.Conv2d(3, 5, 3, padding=1)
+    report = AttributionComparer(
+        "1", num_clusters=2, grid=2, bootstrap=20, embedding=extractor
+    ).fit(_tiny(), _tiny(), _batches())
+    assert report.num_regions >= 2 and len(report.clusters) == 2
+    with pytest.raises(ValueError, match=r"`embedding` \(a module\) to return a 4-D feature map"):
+        AttributionComparer("1", num_clusters=2, grid=2, embedding=nn.Flatten()).fit(
+            _tiny(), _tiny(), _batches()
+        )
+
+
 @pytest.mark.parametrize(
     "options", [{}, {"method": "input_integrated_gradients", "n_steps": 8}], ids=["gradcam", "ig"]
 )
@@ -213,6 +253,7 @@ def test_missing_layer_names_close_matches() -> None:
         ({"top_regions": 17}, ValueError, r"`top_regions` to be an int in \[1, 16\], but got 17"),
         ({"bootstrap": 0}, ValueError, r"`bootstrap` to be an int >= 1, but got 0"),
         ({"n_steps": 0}, ValueError, r"`n_steps` to be an int >= 1, but got 0"),
+        ({"embedding": "pixels"}, ValueError, r"`embedding` to be one of .*but got 'pixels'"),
         ({"num_clusters": 1}, ValueError, r"`num_clusters` to be an int >= 2, but got 1"),
         (
             {"layer_b": 3},
