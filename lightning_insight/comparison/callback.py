@@ -69,7 +69,8 @@ class AttributionComparisonMonitor(SinkCallback):
         images: how many top-ranked clusters get pictures (exemplar regions with A/B bars and an
             A / B / difference drill-down); 0 for none.
         comparer_options: further keyword arguments of :class:`AttributionComparer` (``grid``,
-            ``top_regions``, ``random_state``, ``bootstrap``, ``target``, ``embedding_layer``).
+            ``top_regions``, ``random_state``, ``bootstrap``, ``target``, ``embedding_layer``,
+            ``embedding``, ``n_steps``).
 
     Raises:
         ValueError: for a bad ``reference`` (type, ``"epoch:N"`` string, missing file), number, method
