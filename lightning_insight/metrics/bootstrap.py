@@ -47,6 +47,16 @@ def _mix32(values: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
+_CDF_ON: dict[torch.device, torch.Tensor] = {}
+
+
+def _cdf_on(device: torch.device) -> torch.Tensor:
+    """:data:`_POISSON_CDF` on ``device``, copied there once (this runs on every batch)."""
+    if device not in _CDF_ON:
+        _CDF_ON[device] = _POISSON_CDF.to(device)
+    return _CDF_ON[device]
+
+
 def _mix32_int(value: int) -> int:
     """:func:`_mix32` of one Python int."""
     h = value & _MASK32
@@ -82,7 +92,7 @@ def poisson_weights(sample_ids: torch.Tensor, replicates: int, *, seed: int = 0)
     columns = torch.arange(pairs, dtype=torch.int64, device=ids.device) * _GOLDEN
     bits = _mix32(key[:, None] + columns[None, :])
     draws = torch.cat([bits & 0xFFFF, bits >> 16], dim=1)[:, :replicates]
-    return torch.bucketize(draws, _POISSON_CDF.to(ids.device), right=True, out_int32=True)
+    return torch.bucketize(draws, _cdf_on(ids.device), right=True, out_int32=True)
 
 
 def percentile_interval(
