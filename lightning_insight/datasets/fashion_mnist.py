@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -27,7 +26,7 @@ from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_insight.datasets.idx import read_idx_pair
-from lightning_insight.datasets.lightning import SplitDataModule
+from lightning_insight.datasets.lightning import ImageClassifier, SplitDataModule
 
 __all__ = [
     "ATTRIBUTE_BINS",
@@ -341,7 +340,7 @@ class FashionMNISTDataModule(SplitDataModule):
             self.test_data = self._subset("t10k", self.num_val, self.num_test)
 
 
-class FashionClassifier(pl.LightningModule):
+class FashionClassifier(ImageClassifier):
     """A small CNN for the 10 Fashion-MNIST classes.
 
     ``backbone`` is an ``nn.Sequential`` of conv-batchnorm-relu blocks (``backbone.0`` ...
@@ -424,40 +423,13 @@ class FashionClassifier(pl.LightningModule):
         return logits
 
     @override
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Cross-entropy on ``batch["target"]``."""
-        logits = self(batch["image"])
-        loss = F.cross_entropy(logits, batch["target"])
-        self.log("train_loss", loss, batch_size=logits.shape[0])
-        return loss
-
-    def _evaluate(self, batch: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
-        target = batch["target"]
-        logits = self(batch["image"])
-        loss = F.cross_entropy(logits, target)
-        probabilities = torch.softmax(logits, dim=1)
-        accuracy = (probabilities.argmax(dim=1) == target).float().mean()
-        size = int(target.shape[0])
-        self.log(f"{prefix}_loss", loss, batch_size=size, sync_dist=True)
-        self.log(f"{prefix}_accuracy", accuracy, batch_size=size, prog_bar=True, sync_dist=True)
-        return {"preds": probabilities, "target": target}
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target)
 
     @override
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Log ``val_loss`` and ``val_accuracy``; return the probabilities and targets."""
-        return self._evaluate(batch, "val")
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=1)
 
     @override
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Log ``test_loss`` and ``test_accuracy``; return the probabilities and targets."""
-        return self._evaluate(batch, "test")
-
-    @override
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Return the class probabilities, shape ``(N, num_classes)``."""
-        return torch.softmax(self(batch["image"]), dim=1)
-
-    @override
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam with ``learning_rate``."""
-        return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
+    def _predicted(self, probabilities: torch.Tensor) -> torch.Tensor:
+        return probabilities.argmax(dim=1)

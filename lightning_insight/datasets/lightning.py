@@ -199,7 +199,66 @@ class ScenesDataModule(SplitDataModule):
         return ScenesDataset(data)
 
 
-class SceneClassifier(pl.LightningModule):
+class ImageClassifier(pl.LightningModule):
+    """The steps every classifier of this package shares.
+
+    Subclasses build ``forward``, set ``learning_rate``, and say how logits become a loss,
+    probabilities and predictions. ``validation_step``/``test_step`` log ``{val,test}_loss`` and ``{val,test}_accuracy`` and return
+    ``{"preds": probabilities, "target": labels}``, what the monitors read.
+    """
+
+    learning_rate: float
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _predicted(self, probabilities: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @override
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The loss on ``batch["target"]``."""
+        logits = self(batch["image"])
+        loss = self._loss(logits, batch["target"])
+        self.log("train_loss", loss, batch_size=logits.shape[0])
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
+        target = batch["target"]
+        logits = self(batch["image"])
+        loss = self._loss(logits, target)
+        probabilities = self._probabilities(logits)
+        accuracy = (self._predicted(probabilities) == target).float().mean()
+        size = int(target.shape[0])
+        self.log(f"{prefix}_loss", loss, batch_size=size, sync_dist=True)
+        self.log(f"{prefix}_accuracy", accuracy, batch_size=size, prog_bar=True, sync_dist=True)
+        return {"preds": probabilities, "target": target}
+
+    @override
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Log ``val_loss`` and ``val_accuracy``; return the probabilities and targets."""
+        return self._evaluate(batch, "val")
+
+    @override
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Log ``test_loss`` and ``test_accuracy``; return the probabilities and targets."""
+        return self._evaluate(batch, "test")
+
+    @override
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Return the probabilities."""
+        return self._probabilities(self(batch["image"]))
+
+    @override
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam with ``learning_rate``."""
+        return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
+
+
+class SceneClassifier(ImageClassifier):
     """A small CNN that says whether a pedestrian is in a scene.
 
     ``backbone`` is an ``nn.Sequential`` of conv-batchnorm-relu-maxpool blocks (``backbone.0`` ...
@@ -279,40 +338,13 @@ class SceneClassifier(pl.LightningModule):
         return logits.squeeze(-1)
 
     @override
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Binary cross-entropy on ``batch["target"]``."""
-        logits = self(batch["image"])
-        loss = F.binary_cross_entropy_with_logits(logits, batch["target"].float())
-        self.log("train_loss", loss, batch_size=logits.shape[0])
-        return loss
-
-    def _evaluate(self, batch: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
-        target = batch["target"]
-        logits = self(batch["image"])
-        loss = F.binary_cross_entropy_with_logits(logits, target.float())
-        probabilities = torch.sigmoid(logits)
-        accuracy = ((probabilities >= 0.5).long() == target).float().mean()
-        size = int(target.shape[0])
-        self.log(f"{prefix}_loss", loss, batch_size=size, sync_dist=True)
-        self.log(f"{prefix}_accuracy", accuracy, batch_size=size, prog_bar=True, sync_dist=True)
-        return {"preds": probabilities, "target": target}
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target.float())
 
     @override
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Log ``val_loss`` and ``val_accuracy``; return the probabilities and targets."""
-        return self._evaluate(batch, "val")
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
 
     @override
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Log ``test_loss`` and ``test_accuracy``; return the probabilities and targets."""
-        return self._evaluate(batch, "test")
-
-    @override
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Return the pedestrian probabilities, shape ``(N,)``."""
-        return torch.sigmoid(self(batch["image"]))
-
-    @override
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam with ``learning_rate``."""
-        return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
+    def _predicted(self, probabilities: torch.Tensor) -> torch.Tensor:
+        return (probabilities >= 0.5).long()
