@@ -92,7 +92,8 @@ class FairnessMonitor(SinkCallback):
         ValueError: for an unknown task, metric, indicator, malformed alert rule, or bad numbers; each
             message names the argument, what was expected and what was got.
 
-    Logged keys (``{s}`` is ``/dataloader_idx_k`` with several dataloaders):
+    Logged keys (``{s}`` is ``/dataloader_idx_k`` with several dataloaders, after ``/test`` for
+    ``trainer.test()``):
         - to the sinks: ``insight/overall/{metric}{s}``, ``insight/slice/{dimension}/{value}/{metric}{s}``,
           ``insight/gap/{dimension}/{indicator}{s}``, ``insight/worst/accuracy{s}`` (detection:
           ``insight/worst/map{s}``),
@@ -276,8 +277,10 @@ class FairnessMonitor(SinkCallback):
             metric = self._metrics.get(f"{stage}/{idx}")
             if metric is None:
                 continue
-            suffix = f"/dataloader_idx_{idx}" if num_loaders > 1 else ""
-            source = stage + suffix
+            loader = f"/dataloader_idx_{idx}" if num_loaders > 1 else ""
+            source = stage + loader
+            # test() logs at the step of the last validation: its own keys keep the curves apart
+            suffix = ("" if stage == "val" else f"/{stage}") + loader
             result = metric.compute()  # a collective: every rank calls it
             options: dict[str, Any] = {
                 "metrics": self.metrics,

@@ -62,7 +62,7 @@ _SCALARS_PLUGIN = "scalars"
 _IMAGES_PLUGIN = "images"
 _EPOCH_TAG = "epoch"
 _DEFAULT_SOURCE = "val"
-_FAIRNESS_TAG = re.compile(r"(?:^|/)report(?:/dataloader_idx_\d+)?$")
+_FAIRNESS_TAG = re.compile(r"(?:^|/)report(?:/test)?(?:/dataloader_idx_\d+)?$")
 _SAFE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 
@@ -112,8 +112,8 @@ def report_kind(tag: str) -> str | None:
 
     Example:
         >>> [report_kind(t) for t in ("insight/report", "insight/report/dataloader_idx_1",
-        ...     "insight/discovery/report", "insight/failure_modes/report", "insight/slices")]
-        ['fairness', 'fairness', 'discovery', 'failure_modes', None]
+        ...     "insight/report/test", "insight/discovery/report", "insight/slices")]
+        ['fairness', 'fairness', 'fairness', 'discovery', None]
     """
     for kind in KINDS[1:]:
         if tag.endswith(f"/{kind}/report") or tag == f"{kind}/report":

@@ -161,12 +161,20 @@ def test_fit_reports_each_epoch_to_memory_sink_and_matches_slice_metrics(tmp_pat
 
 
 def test_validate_and_test_runs(tmp_path: Path) -> None:
-    monitor = FairnessMonitor("binary", SLICES, sinks=[MemorySink()])
+    sink = MemorySink()
+    monitor = FairnessMonitor("binary", SLICES, sinks=[sink])
     trainer = _trainer(tmp_path, [monitor])
     model, data = _model(), _data()
     trainer.validate(model, data)
     trainer.test(model, data)
     assert [(r.source, r.overall["count"]) for r in monitor.history] == [("val", 150), ("test", 90)]
+    # test() logs at validation's step: its keys carry /test so the two curves stay apart
+    (val_scalars, test_scalars) = (values for _, values in sink.scalars_log)
+    assert val_scalars["insight/overall/count"] == 150
+    assert test_scalars["insight/overall/count/test"] == 90
+    assert not any(key.endswith("/test") for key in val_scalars)
+    assert all(key.endswith("/test") for key in test_scalars)
+    assert [key for _, key, _ in sink.jsons] == ["insight/report", "insight/report/test"]
 
 
 def test_every_n_epochs(tmp_path: Path) -> None:
