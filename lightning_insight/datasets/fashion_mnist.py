@@ -376,21 +376,7 @@ class FashionClassifier(ImageClassifier):
         num_classes: int = len(CLASSES),
     ) -> None:
         super().__init__()
-        widths = tuple(channels)
-        if not widths or any(
-            isinstance(value, bool) or not isinstance(value, int) or value <= 0 for value in widths
-        ):
-            raise ValueError(
-                f"Expected argument `channels` to be a non-empty sequence of positive ints, but got {channels!r}."
-            )
-        if (
-            isinstance(learning_rate, bool)
-            or not isinstance(learning_rate, int | float)
-            or not learning_rate > 0
-        ):
-            raise ValueError(
-                f"Expected argument `learning_rate` to be a positive float, but got {learning_rate!r}."
-            )
+        widths = self._check_arguments(channels, learning_rate)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(
                 f"Expected argument `num_classes` to be an int >= 2, but got {num_classes!r}."

@@ -209,6 +209,30 @@ class ImageClassifier(pl.LightningModule):
 
     learning_rate: float
 
+    @staticmethod
+    def _check_arguments(channels: Sequence[int], learning_rate: float) -> tuple[int, ...]:
+        """The block widths, once ``channels`` and ``learning_rate`` are checked.
+
+        Raises:
+            ValueError: naming the argument and the value got.
+        """
+        widths = tuple(channels)
+        if not widths or any(
+            isinstance(value, bool) or not isinstance(value, int) or value <= 0 for value in widths
+        ):
+            raise ValueError(
+                f"Expected argument `channels` to be a non-empty sequence of positive ints, but got {channels!r}."
+            )
+        if (
+            isinstance(learning_rate, bool)
+            or not isinstance(learning_rate, int | float)
+            or not learning_rate > 0
+        ):
+            raise ValueError(
+                f"Expected argument `learning_rate` to be a positive float, but got {learning_rate!r}."
+            )
+        return widths
+
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -294,21 +318,7 @@ class SceneClassifier(ImageClassifier):
         image_size: int = 32,
     ) -> None:
         super().__init__()
-        widths = tuple(channels)
-        if not widths or any(
-            isinstance(value, bool) or not isinstance(value, int) or value <= 0 for value in widths
-        ):
-            raise ValueError(
-                f"Expected argument `channels` to be a non-empty sequence of positive ints, but got {channels!r}."
-            )
-        if (
-            isinstance(learning_rate, bool)
-            or not isinstance(learning_rate, int | float)
-            or not learning_rate > 0
-        ):
-            raise ValueError(
-                f"Expected argument `learning_rate` to be a positive float, but got {learning_rate!r}."
-            )
+        widths = self._check_arguments(channels, learning_rate)
         _check_positive_int("image_size", image_size)
         self.save_hyperparameters()
         # A list, not a tuple, so hparams.yaml stays plain YAML that LightningCLI and safe loaders read.

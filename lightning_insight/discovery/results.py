@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_insight.fairness.results import _from_json_number, _json_number
+from lightning_insight.fairness.results import _from_json_number, _json_number, number_text
 
 __all__ = ["ANNOTATION_KINDS", "DiscoveredSlice", "SliceDiscoveryReport"]
 
@@ -232,18 +231,14 @@ class SliceDiscoveryReport:
 
     def markdown(self, top: int | None = 10) -> str:
         """A markdown table of the ``top`` worst slices (all with ``None``)."""
-
-        def cell(value: float) -> str:
-            return "undefined" if math.isnan(value) else f"{value:.3g}"
-
         lines = [
             "| slice | size | error rate | lift | score | confidence | mislabel candidates | annotation |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         shown = self.slices if top is None else self.slices[:top]
         lines.extend(
-            f"| {s.name} | {s.size} | {cell(s.error_rate)} | {cell(s.lift)} | {cell(s.score)} | "
-            f"{cell(s.mean_confidence)} | {len(s.mislabel_candidates)} | {s.annotation or ''} |"
+            f"| {s.name} | {s.size} | {number_text(s.error_rate)} | {number_text(s.lift)} | {number_text(s.score)} | "
+            f"{number_text(s.mean_confidence)} | {len(s.mislabel_candidates)} | {s.annotation or ''} |"
             for s in shown
         )
         return "\n".join(lines)

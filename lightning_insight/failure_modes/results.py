@@ -6,12 +6,16 @@ A report holds, per group, a :class:`FailureModeGroup` (counts, BER, ALER, statu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_insight.fairness.results import _from_json_number, _json_number, key_part
+from lightning_insight.fairness.results import (
+    _from_json_number,
+    _json_number,
+    key_part,
+    number_text,
+)
 
 __all__ = [
     "DIRECTIONS",
@@ -459,10 +463,6 @@ class FailureModeReport:
 
     def markdown(self, top: int | None = 10) -> str:
         """A markdown table of the ``top`` most important modes (all with ``None``), then skipped groups."""
-
-        def cell(value: float) -> str:
-            return "undefined" if math.isnan(value) else f"{value:.3g}"
-
         lines = [
             "| rank | group | path | size | ER | EC | IV | group BER |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -470,8 +470,8 @@ class FailureModeReport:
         shown = self.modes if top is None else self.modes[:top]
         ber = self.base_error_rate
         lines.extend(
-            f"| {rank} | {mode.group} | {self.describe(mode)} | {mode.size} | {cell(mode.error_rate)} | "
-            f"{cell(mode.error_coverage)} | {cell(mode.importance)} | {cell(ber[mode.group])} |"
+            f"| {rank} | {mode.group} | {self.describe(mode)} | {mode.size} | {number_text(mode.error_rate)} | "
+            f"{number_text(mode.error_coverage)} | {number_text(mode.importance)} | {number_text(ber[mode.group])} |"
             for rank, mode in enumerate(shown, start=1)
         )
         skipped = [entry for entry in self.groups if not entry.fitted]

@@ -18,6 +18,11 @@ def _from_json_number(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
+def number_text(value: float) -> str:
+    """A value for a markdown table: 3 significant digits, NaN as ``undefined``."""
+    return "undefined" if math.isnan(value) else f"{value:.3g}"
+
+
 def key_part(text: str) -> str:
     """A log-key component: ``/`` would add a level, so it becomes ``_`` (``dawn/dusk`` -> ``dawn_dusk``)."""
     return text.replace("/", "_")
