@@ -43,3 +43,16 @@ def process_trainer(devices: int, callbacks: list[Any], **kwargs: Any) -> Traine
         "enable_checkpointing": False,
     }
     return Trainer(callbacks=callbacks, **{**options, **kwargs})
+
+
+def end_processes() -> None:
+    """Leave the process group before exit (a DDP driver's last call).
+
+    A gloo group left open can abort a rank at interpreter exit ("terminate called without an active
+    exception"), seen once in CI; destroying it first lets every rank exit cleanly.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

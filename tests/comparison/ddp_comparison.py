@@ -15,7 +15,7 @@ import torch
 from lightning_insight import MemorySink
 from lightning_insight.comparison.callback import AttributionComparisonMonitor
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
-from tests.trainers import process_trainer
+from tests.trainers import end_processes, process_trainer
 
 
 def main(prefix: str, devices: int) -> None:
@@ -46,3 +46,4 @@ def main(prefix: str, devices: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
+    end_processes()

@@ -14,7 +14,7 @@ import torch
 from lightning_insight import MemorySink
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
 from lightning_insight.discovery.callback import SliceDiscoveryMonitor
-from tests.trainers import process_trainer
+from tests.trainers import end_processes, process_trainer
 
 
 def main(out: str, devices: int) -> None:
@@ -34,3 +34,4 @@ def main(out: str, devices: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
+    end_processes()

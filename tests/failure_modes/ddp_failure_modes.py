@@ -15,7 +15,7 @@ from lightning_insight import MemorySink
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
 from lightning_insight.failure_modes.callback import FailureModeMonitor
 from lightning_insight.failure_modes.robust import RobustExtractor
-from tests.trainers import process_trainer
+from tests.trainers import end_processes, process_trainer
 
 
 def main(out: str, devices: int) -> None:
@@ -47,3 +47,4 @@ def main(out: str, devices: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
+    end_processes()

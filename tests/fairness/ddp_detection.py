@@ -11,7 +11,7 @@ import sys
 
 from lightning_insight import FairnessMonitor, MemorySink
 from tests.fairness.detection_module import FixedDetector
-from tests.trainers import process_trainer
+from tests.trainers import end_processes, process_trainer
 
 SLICES = ["weather", "occluded", "weather&night", "box_area:0,1024,9216,inf"]
 
@@ -31,3 +31,4 @@ def main(out: str, devices: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
+    end_processes()

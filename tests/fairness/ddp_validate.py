@@ -15,7 +15,7 @@ import torch
 from lightning_insight import FairnessMonitor, MemorySink
 from lightning_insight.batch import BatchData
 from lightning_insight.datasets import SceneClassifier, ScenesDataModule
-from tests.trainers import process_trainer
+from tests.trainers import end_processes, process_trainer
 
 
 def with_rare_value(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> BatchData:
@@ -80,3 +80,4 @@ if __name__ == "__main__":
         fit_until_alert(sys.argv[1], int(sys.argv[2]))
     else:
         main(sys.argv[1], int(sys.argv[2]))
+    end_processes()
